@@ -1,0 +1,185 @@
+//! All configuration: flags and environment variables, parsed and validated once. This is the only
+//! module that reads the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::fanout::DEFAULT_RING_CAPACITY;
+
+/// Default cap on concurrent connections: under the 20,000 open files per process, with headroom
+/// for the log, listeners and outbound connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 19_000;
+
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "cellos-server",
+    version,
+    about = "CellOS control plane: admits formations, projects the event log, streams events."
+)]
+pub struct Args {
+    /// Bearer token every authenticated route requires (required, non-empty).
+    #[arg(long, env = "CELLOS_SERVER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Listen address, host:port (the host may be a name to resolve).
+    #[arg(long, env = "CELLOS_SERVER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// NATS server URL; when set, JetStream stream CELLOS_EVENTS is the event log.
+    #[arg(long, env = "CELLOS_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Directory of the embedded event log (used when no NATS URL is set).
+    #[arg(long, env = "CELLOS_DATA_DIR", default_value = "./cellos-data")]
+    pub data_dir: PathBuf,
+
+    /// Embedded log: drop events older than this many seconds (0 = never). Default 90 days.
+    #[arg(long, env = "CELLOS_RETENTION_MAX_AGE_SECS", default_value_t = 7_776_000)]
+    pub retention_max_age_secs: u64,
+
+    /// Embedded log: keep at most this many events (0 = no limit).
+    #[arg(long, env = "CELLOS_RETENTION_MAX_EVENTS", default_value_t = 0)]
+    pub retention_max_events: u64,
+
+    /// Maximum concurrent connections (HTTP and WebSocket); beyond it new ones are refused.
+    #[arg(long, env = "CELLOS_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Frames kept in the shared WebSocket ring (rounded up to a power of two, 1024..=4194304).
+    #[arg(long, env = "CELLOS_RING_CAPACITY", default_value_t = DEFAULT_RING_CAPACITY as u64,
+          value_parser = clap::value_parser!(u64).range(1024..=4_194_304))]
+    pub ring_capacity: u64,
+
+    /// How long a write waits for its event to be logged and applied before answering 503 (ms).
+    #[arg(long, env = "CELLOS_WRITE_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub write_timeout_ms: u64,
+
+    /// Time allowed to receive a request's headers (ms).
+    #[arg(long, env = "CELLOS_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_timeout_ms: u64,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Where events are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogBackend {
+    Embedded { data_dir: PathBuf },
+    JetStream { url: String },
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub api_token: String,
+    pub bind: String,
+    pub log: LogBackend,
+    pub retention_max_age: Duration,
+    pub retention_max_events: u64,
+    pub max_connections: usize,
+    pub ring_capacity: usize,
+    pub write_timeout: Duration,
+    pub header_timeout: Duration,
+    pub log_filter: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("CELLOS_SERVER_API_TOKEN must be set (fail-closed): environment variable not found")]
+    MissingToken,
+    #[error("CELLOS_SERVER_API_TOKEN must not be empty")]
+    EmptyToken,
+    #[error("CELLOS_NATS_URL must not be empty when set")]
+    EmptyNatsUrl,
+}
+
+impl Args {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let api_token = match self.api_token {
+            None => return Err(ConfigError::MissingToken),
+            Some(t) if t.trim().is_empty() => return Err(ConfigError::EmptyToken),
+            Some(t) => t,
+        };
+        let log = match self.nats_url {
+            Some(url) if url.trim().is_empty() => return Err(ConfigError::EmptyNatsUrl),
+            Some(url) => LogBackend::JetStream { url },
+            None => LogBackend::Embedded {
+                data_dir: self.data_dir,
+            },
+        };
+        Ok(Config {
+            api_token,
+            bind: self.bind,
+            log,
+            retention_max_age: Duration::from_secs(self.retention_max_age_secs),
+            retention_max_events: self.retention_max_events,
+            max_connections: self.max_connections as usize,
+            ring_capacity: self.ring_capacity as usize,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            log_filter: self.log_filter,
+        })
+    }
+}
+
+impl Config {
+    /// Parses flags and the environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Args::parse().validate()
+    }
+
+    /// A configuration for tests and embedding: embedded log in `data_dir`, loopback, port 0.
+    pub fn for_tests(api_token: &str, data_dir: PathBuf) -> Config {
+        Config {
+            api_token: api_token.to_owned(),
+            bind: "127.0.0.1:0".into(),
+            log: LogBackend::Embedded { data_dir },
+            retention_max_age: Duration::from_secs(7_776_000),
+            retention_max_events: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ring_capacity: DEFAULT_RING_CAPACITY,
+            write_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            log_filter: "info".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["cellos-server"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv).unwrap().validate()
+    }
+
+    #[test]
+    fn token_is_required_and_not_blank() {
+        // Flags win over the environment, so these hold whatever the test environment has.
+        assert_eq!(parse(&["--api-token", " "]).unwrap_err(), ConfigError::EmptyToken);
+        let c = parse(&["--api-token", "t"]).unwrap();
+        assert_eq!(c.api_token, "t");
+    }
+
+    #[test]
+    fn nats_url_selects_jetstream() {
+        let c = parse(&["--api-token", "t", "--nats-url", "nats://127.0.0.1:4222"]).unwrap();
+        assert_eq!(
+            c.log,
+            LogBackend::JetStream {
+                url: "nats://127.0.0.1:4222".into()
+            }
+        );
+        assert!(Args::try_parse_from(["x", "--ring-capacity", "10"]).is_err());
+        assert!(Args::try_parse_from(["x", "--max-connections", "0"]).is_err());
+    }
+}

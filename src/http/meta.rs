@@ -1,0 +1,49 @@
+//! Version, liveness, readiness and metrics.
+
+use http::{Response, StatusCode};
+
+use super::problem::ApiError;
+use super::{full, json, Body, Ctx};
+use crate::ingest::not_ready_reason;
+
+/// `GET /v1/version`. `gitSha` is present only when `CELLOS_GIT_SHA` was set at build time.
+pub fn version() -> Response<Body> {
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let sha = option_env!("CELLOS_GIT_SHA")
+        .filter(|s| !s.is_empty())
+        .map(|s| format!(",\"gitSha\":{}", serde_json::Value::from(s)))
+        .unwrap_or_default();
+    json(
+        StatusCode::OK,
+        format!(
+            "{{\"server\":{{\"version\":\"{}\"{sha},\"buildProfile\":\"{profile}\"}},\"api\":{{\"version\":\"v1\"}}}}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+/// `GET /healthz`: 200 while the process serves.
+pub fn healthz() -> Response<Body> {
+    json(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
+}
+
+/// `GET /readyz`: 200 once the log is reachable and the projection has caught up with it.
+pub fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let cursor = ctx.reader.peek(|s| s.cursor);
+    match not_ready_reason(&ctx.tail, cursor) {
+        None => Ok(json(
+            StatusCode::OK,
+            format!("{{\"status\":\"ready\",\"cursor\":{cursor}}}"),
+        )),
+        Some(reason) => Err(ApiError::unavailable(reason)),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub fn metrics(ctx: &Ctx) -> Response<Body> {
+    full(
+        StatusCode::OK,
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        ctx.metrics.render().into(),
+    )
+}

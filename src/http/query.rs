@@ -1,0 +1,155 @@
+//! Query-string parsing: `application/x-www-form-urlencoded` pairs, and the typed queries of each
+//! route with the exact detail strings clients see. Pure.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode;
+
+use super::problem::ApiError;
+
+/// Most query pairs read from one request; more is a 400.
+pub const MAX_QUERY_PAIRS: usize = 64;
+
+/// Decodes `a=1&b=x+y` into pairs (`+` is a space, `%XX` decoded, invalid UTF-8 replaced).
+pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out = Vec::new();
+    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        if out.len() == MAX_QUERY_PAIRS {
+            return Err(ApiError::bad_request(format!(
+                "Failed to deserialize query string: more than {MAX_QUERY_PAIRS} parameters"
+            )));
+        }
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((decode_component(k), decode_component(v)));
+    }
+    Ok(out)
+}
+
+fn decode_component(s: &str) -> String {
+    let plus: Cow<'_, str> = if s.contains('+') {
+        Cow::Owned(s.replace('+', " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    percent_decode(plus.as_bytes()).decode_utf8_lossy().into_owned()
+}
+
+fn deserialize_error(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("Failed to deserialize query string: {detail}"))
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse::<T>().map_err(deserialize_error)
+}
+
+/// Sets `slot` once; a second occurrence of the key is an error.
+fn once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), ApiError> {
+    if slot.is_some() {
+        return Err(deserialize_error(format!("duplicate field `{key}`")));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// `GET /v1/cells`: only `state`, `formation` and `limit`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CellsQuery {
+    pub state: Option<String>,
+    pub formation: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl CellsQuery {
+    pub fn parse(query: Option<&str>) -> Result<CellsQuery, ApiError> {
+        let mut q = CellsQuery::default();
+        for (k, v) in pairs(query)? {
+            match k.as_str() {
+                "state" => once(&mut q.state, "state", v)?,
+                "formation" => once(&mut q.formation, "formation", v)?,
+                "limit" => once(&mut q.limit, "limit", parse_num(&v)?)?,
+                other => {
+                    return Err(deserialize_error(format!(
+                        "unknown field `{other}`, expected one of `state`, `formation`, `limit`"
+                    )))
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// `GET /v1/events`: `since`, `limit`, `formation`; other keys are ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EventsQuery {
+    pub since: Option<u64>,
+    pub limit: Option<usize>,
+    pub formation: Option<String>,
+}
+
+impl EventsQuery {
+    pub fn parse(query: Option<&str>) -> Result<EventsQuery, ApiError> {
+        let mut q = EventsQuery::default();
+        for (k, v) in pairs(query)? {
+            match k.as_str() {
+                "since" => once(&mut q.since, "since", parse_num(&v)?)?,
+                "limit" => once(&mut q.limit, "limit", parse_num(&v)?)?,
+                "formation" => once(&mut q.formation, "formation", v)?,
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(e: ApiError) -> String {
+        e.detail
+    }
+
+    #[test]
+    fn cells_query_rules() {
+        assert_eq!(CellsQuery::parse(None).unwrap(), CellsQuery::default());
+        let q = CellsQuery::parse(Some("state=Running&limit=5&formation=a+b%2Fc")).unwrap();
+        assert_eq!(q.state.as_deref(), Some("Running"));
+        assert_eq!(q.limit, Some(5));
+        assert_eq!(q.formation.as_deref(), Some("a b/c"));
+        assert_eq!(
+            detail(CellsQuery::parse(Some("cursor=abc")).unwrap_err()),
+            "Failed to deserialize query string: unknown field `cursor`, expected one of `state`, `formation`, `limit`"
+        );
+        assert_eq!(
+            detail(CellsQuery::parse(Some("limit=x")).unwrap_err()),
+            "Failed to deserialize query string: invalid digit found in string"
+        );
+        assert_eq!(
+            detail(CellsQuery::parse(Some("limit=99999999999999999999999")).unwrap_err()),
+            "Failed to deserialize query string: number too large to fit in target type"
+        );
+        assert_eq!(
+            detail(CellsQuery::parse(Some("limit=")).unwrap_err()),
+            "Failed to deserialize query string: cannot parse integer from empty string"
+        );
+        assert_eq!(
+            detail(CellsQuery::parse(Some("state=a&state=b")).unwrap_err()),
+            "Failed to deserialize query string: duplicate field `state`"
+        );
+    }
+
+    #[test]
+    fn events_query_ignores_unknown_keys() {
+        let q = EventsQuery::parse(Some("since=7&limit=2&x=1&formation=f")).unwrap();
+        assert_eq!(q.since, Some(7));
+        assert_eq!(q.limit, Some(2));
+        assert_eq!(q.formation.as_deref(), Some("f"));
+        assert!(EventsQuery::parse(Some("since=-1")).is_err());
+        assert!(EventsQuery::parse(Some("since=18446744073709551616")).is_err());
+        let many = vec!["a=1"; MAX_QUERY_PAIRS + 1].join("&");
+        assert!(EventsQuery::parse(Some(&many)).is_err());
+    }
+}

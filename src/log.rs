@@ -1,0 +1,79 @@
+//! The event log: the one source of truth. `EventLog` is what the rest of the server needs from
+//! it; `embedded` (redb, the default) and the JetStream log implement it.
+
+pub mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::event::RawEvent;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Most events one `read` returns.
+pub const MAX_READ_EVENTS: usize = 4096;
+/// A `read` stops adding events once it holds this many payload bytes (it always returns at least
+/// one event when one exists).
+pub const MAX_READ_BYTES: usize = 8 * 1024 * 1024;
+/// Appends with the same dedupe id within this window return the original seq.
+pub const DEDUPE_WINDOW_MS: u64 = 120_000;
+
+/// One event to append.
+#[derive(Clone, Debug)]
+pub struct Append {
+    pub subject: String,
+    pub payload: Bytes,
+    /// The CloudEvent id: a retry with the same id inside the dedupe window appends nothing.
+    pub dedupe_id: String,
+}
+
+/// The retained range of the log. `first > last` means nothing is retained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Bounds {
+    /// Seq of the oldest retained event (`last + 1` when the log holds none).
+    pub first: u64,
+    /// Seq of the newest event ever appended (0 for a new log).
+    pub last: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error("event of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("event log storage error: {0}")]
+    Storage(String),
+}
+
+/// A batch handed from a tail: the events (ascending seq) and whether the tail had reached the
+/// end of the log when it read them.
+#[derive(Debug, Default)]
+pub struct TailBatch {
+    pub events: Vec<RawEvent>,
+    pub caught_up: bool,
+}
+
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends events in order as one unit; returns their seqs (the original seq for a dedupe hit).
+    /// Resolves once the events are durable.
+    fn append(&self, events: Vec<Append>) -> BoxFuture<'_, Result<Vec<u64>, LogError>>;
+
+    /// Up to `max` events with seq > `after`, ascending, bounded by [`MAX_READ_BYTES`].
+    fn read(&self, after: u64, max: usize) -> BoxFuture<'_, Result<Vec<RawEvent>, LogError>>;
+
+    /// The retained range right now.
+    fn bounds(&self) -> BoxFuture<'_, Result<Bounds, LogError>>;
+
+    /// An ordered tail of every event with seq > `after`: replay, then live, on one path.
+    fn tail(self: Arc<Self>, after: u64) -> Box<dyn LogTail>;
+}
+
+pub trait LogTail: Send {
+    /// The next events, at most `max`. Returns an empty batch with `caught_up` once when the tail
+    /// reaches the end of the log, then waits for new events.
+    fn next(&mut self, max: usize) -> BoxFuture<'_, Result<TailBatch, LogError>>;
+}

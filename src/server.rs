@@ -1,0 +1,168 @@
+//! Wiring: opens the log, starts the tailer, the ingest thread and the HTTP listener, and shuts
+//! them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, LogBackend};
+use crate::fanout::Ring;
+use crate::http::{self, Ctx};
+use crate::ingest::{self, TailStatus, BATCH_QUEUE};
+use crate::log::embedded::{system_clock, EmbeddedLog, Retention};
+use crate::log::{EventLog, LogError};
+use crate::metrics::Metrics;
+use crate::state::snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the event log: {0}")]
+    Log(#[from] LogError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("starting the ingest thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the JetStream event log is not available in this build")]
+    JetStreamUnavailable,
+}
+
+/// A running server. Dropping it without [`Running::shutdown`] leaves its tasks running.
+pub struct Running {
+    addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    http: JoinHandle<()>,
+    tailer: JoinHandle<()>,
+    ingest: Option<std::thread::JoinHandle<()>>,
+    stop_pipeline: CancellationToken,
+}
+
+/// Opens the configured log.
+async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
+    match &config.log {
+        LogBackend::Embedded { data_dir } => {
+            let dir = data_dir.clone();
+            let retention = Retention {
+                max_age: config.retention_max_age,
+                max_events: config.retention_max_events,
+            };
+            let log = tokio::task::spawn_blocking(move || {
+                EmbeddedLog::open(&dir, retention, system_clock())
+            })
+            .await
+            .map_err(|e| LogError::Storage(e.to_string()))??;
+            Ok(Arc::new(log))
+        }
+        LogBackend::JetStream { .. } => Err(StartError::JetStreamUnavailable),
+    }
+}
+
+/// Starts everything and returns once the listener is bound (replay continues in the background;
+/// `/readyz` says when it is done).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let log = open_log(&config).await?;
+    let listener = bind(&config.bind).await?;
+    start_with(config, log, listener).await
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+/// Starts on an already opened log and bound listener (tests inject both).
+pub async fn start_with(
+    config: Config,
+    log: Arc<dyn EventLog>,
+    listener: TcpListener,
+) -> Result<Running, StartError> {
+    let metrics = Metrics::new();
+    let (publisher, reader) = snapshot::channel();
+    let (ring, ring_writer) = Ring::new(config.ring_capacity);
+    let (applied_tx, applied_rx) = watch::channel(0u64);
+    let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
+    let ingest = ingest::spawn(
+        batches_rx,
+        publisher,
+        ring_writer,
+        applied_tx,
+        metrics.clone(),
+    )
+    .map_err(StartError::Thread)?;
+
+    let stop_pipeline = CancellationToken::new();
+    let tail = Arc::new(TailStatus::default());
+    let tailer = tokio::spawn(ingest::run_tailer(
+        log.clone(),
+        0,
+        batches_tx,
+        tail.clone(),
+        metrics.clone(),
+        stop_pipeline.clone(),
+    ));
+    tokio::spawn(ring.clone().run_waker(stop_pipeline.clone()));
+
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind.clone(),
+        source,
+    })?;
+    let ctx = Arc::new(Ctx {
+        config,
+        reader,
+        log,
+        applied: applied_rx,
+        ring,
+        tail,
+        metrics,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    });
+    let http = tokio::spawn(http::serve(listener, ctx.clone()));
+    tracing::info!(bind = %addr, "cellos-server listening");
+    Ok(Running {
+        addr,
+        ctx,
+        http,
+        tailer,
+        ingest: Some(ingest),
+        stop_pipeline,
+    })
+}
+
+impl Running {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Stops accepting, drains requests, closes long-lived responses and sockets, then stops the
+    /// pipeline and releases the log.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutdown signal received; draining");
+        self.ctx.shutdown.cancel();
+        let _ = (&mut self.http).await;
+        self.ctx.tasks.close();
+        self.ctx.tasks.wait().await;
+        self.stop_pipeline.cancel();
+        let _ = (&mut self.tailer).await;
+        // The tailer held the only batch sender: the ingest thread now drains and exits.
+        if let Some(ingest) = self.ingest.take() {
+            let _ = tokio::task::spawn_blocking(move || ingest.join()).await;
+        }
+        // Dropping the last handle on the log closes it (the embedded log joins its writer).
+        let ctx = self.ctx;
+        let _ = tokio::task::spawn_blocking(move || drop(ctx)).await;
+    }
+}

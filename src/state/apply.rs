@@ -1,0 +1,267 @@
+//! `apply(state, seq, event)`: the projection rules. Pure and deterministic: no clock, no
+//! randomness, no hash order; the same log prefix always yields the same state.
+//!
+//! Cells follow the reference projection. Formations add what the contract asks for: the
+//! `created` event carries the document, terminal statuses are final, and a name is owned by the
+//! first live formation in log order (a later claim is rejected and remembered).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::{
+    CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
+    MAX_REMEMBERED_REJECTIONS,
+};
+use crate::event::{Event, Kind, Phase};
+
+/// What applying one event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Ignored(Ignored),
+}
+
+/// Why an event left the state unchanged. Every one still advances the cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ignored {
+    /// Not a type the projection reads (other families pass through to subscribers).
+    UnknownType,
+    /// A formation-family type with a phase the projection does not know.
+    UnknownPhase,
+    /// Cell event without a string `data.cellId`.
+    MissingCellId,
+    /// Cell event without a string `data.specId` (strict specId admission).
+    MissingSpecId,
+    /// Cell event after the cell was destroyed.
+    CellTerminal,
+    /// Formation event with no formation id anywhere.
+    MissingFormationId,
+    /// Formation event whose formation id is not a UUID.
+    BadFormationId,
+    /// Formation event after the formation reached a terminal status.
+    FormationTerminal,
+    /// A second `created` for an existing formation.
+    DuplicateCreated,
+    /// A new formation whose name a live formation already holds (first in the log wins).
+    NameConflict,
+    /// A later event for a formation whose creation lost a name conflict.
+    RejectedFormation,
+}
+
+impl Ignored {
+    pub const ALL: [Ignored; 11] = [
+        Ignored::UnknownType,
+        Ignored::UnknownPhase,
+        Ignored::MissingCellId,
+        Ignored::MissingSpecId,
+        Ignored::CellTerminal,
+        Ignored::MissingFormationId,
+        Ignored::BadFormationId,
+        Ignored::FormationTerminal,
+        Ignored::DuplicateCreated,
+        Ignored::NameConflict,
+        Ignored::RejectedFormation,
+    ];
+
+    /// A short stable label for metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ignored::UnknownType => "unknown_type",
+            Ignored::UnknownPhase => "unknown_phase",
+            Ignored::MissingCellId => "missing_cell_id",
+            Ignored::MissingSpecId => "missing_spec_id",
+            Ignored::CellTerminal => "cell_terminal",
+            Ignored::MissingFormationId => "missing_formation_id",
+            Ignored::BadFormationId => "bad_formation_id",
+            Ignored::FormationTerminal => "formation_terminal",
+            Ignored::DuplicateCreated => "duplicate_created",
+            Ignored::NameConflict => "name_conflict",
+            Ignored::RejectedFormation => "rejected_formation",
+        }
+    }
+
+    /// Malformed events (as opposed to well-formed ones the rules leave out) count as failed.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Ignored::MissingFormationId | Ignored::BadFormationId)
+    }
+}
+
+/// The status a formation phase sets.
+pub fn status_of(phase: Phase) -> FormationStatus {
+    match phase {
+        Phase::Created => FormationStatus::Pending,
+        Phase::Launching | Phase::Running | Phase::Degraded => FormationStatus::Running,
+        Phase::Completed => FormationStatus::Succeeded,
+        Phase::Failed => FormationStatus::Failed,
+        Phase::Cancelled => FormationStatus::Cancelled,
+    }
+}
+
+/// Applies one event at log position `seq`.
+pub fn apply(state: &mut State, seq: u64, ev: &Event<'_>) -> Outcome {
+    match ev.kind {
+        Kind::CellStarted | Kind::CellCommandCompleted | Kind::CellDestroyed => apply_cell(state, ev),
+        Kind::Formation(phase) => apply_formation(state, seq, phase, ev),
+        Kind::FormationUnknownPhase => Outcome::Ignored(Ignored::UnknownPhase),
+        Kind::Other => Outcome::Ignored(Ignored::UnknownType),
+    }
+}
+
+/// A formation id as cells are indexed by it: UUIDs in lowercase hyphenated form, else as sent.
+pub fn normalize_formation_ref(raw: &str) -> Arc<str> {
+    match Uuid::parse_str(raw) {
+        Ok(id) => Arc::from(id.hyphenated().to_string()),
+        Err(_) => Arc::from(raw),
+    }
+}
+
+fn apply_cell(state: &mut State, ev: &Event<'_>) -> Outcome {
+    let Some(cell_id) = ev.cell_id else {
+        return Outcome::Ignored(Ignored::MissingCellId);
+    };
+    let Some(spec_id) = ev.spec_id else {
+        return Outcome::Ignored(Ignored::MissingSpecId);
+    };
+    let mut claimed_formation = None;
+    match state.cells.get_mut(cell_id) {
+        Some(shared) => {
+            if shared.state == CellState::Destroyed {
+                return Outcome::Ignored(Ignored::CellTerminal);
+            }
+            let rec = Arc::make_mut(shared);
+            if rec.spec_id.is_empty() && !spec_id.is_empty() {
+                rec.spec_id = spec_id.into();
+            }
+            if rec.run_id.is_none() {
+                rec.run_id = ev.run_id.map(Into::into);
+            }
+            if rec.formation_id.is_none() {
+                rec.formation_id = ev.formation_id.map(normalize_formation_ref);
+                claimed_formation = rec.formation_id.clone().map(|f| (f, rec.id.clone()));
+            }
+            cell_effect(rec, ev);
+        }
+        None => {
+            let mut rec = CellRecord {
+                id: Arc::from(cell_id),
+                spec_id: spec_id.into(),
+                run_id: ev.run_id.map(Into::into),
+                state: CellState::Pending,
+                formation_id: ev.formation_id.map(normalize_formation_ref),
+                started_at: None,
+                destroyed_at: None,
+                outcome: None,
+                exit_code: None,
+            };
+            cell_effect(&mut rec, ev);
+            claimed_formation = rec.formation_id.clone().map(|f| (f, rec.id.clone()));
+            state.cells.insert(rec.id.clone(), Arc::new(rec));
+        }
+    }
+    if let Some((formation, cell)) = claimed_formation {
+        state
+            .cells_by_formation
+            .entry(formation)
+            .or_default()
+            .insert(cell);
+    }
+    Outcome::Applied
+}
+
+fn cell_effect(rec: &mut CellRecord, ev: &Event<'_>) {
+    match ev.kind {
+        Kind::CellStarted => {
+            rec.state = CellState::Running;
+            rec.started_at = ev.time.map(Into::into);
+        }
+        Kind::CellCommandCompleted => {
+            if let Some(code) = ev.exit_code {
+                // Wraps like the reference (`as i32`): codes come from an i32 on the producer side.
+                rec.exit_code = Some(code as i32);
+            }
+        }
+        Kind::CellDestroyed => {
+            rec.state = CellState::Destroyed;
+            rec.destroyed_at = ev.time.map(Into::into);
+            if let Some(outcome) = ev.outcome {
+                rec.outcome = Some(outcome.into());
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_formation(state: &mut State, seq: u64, phase: Phase, ev: &Event<'_>) -> Outcome {
+    let Some(raw_id) = ev.formation_id else {
+        return Outcome::Ignored(Ignored::MissingFormationId);
+    };
+    let Ok(id) = Uuid::parse_str(raw_id) else {
+        return Outcome::Ignored(Ignored::BadFormationId);
+    };
+    let time: Option<Arc<str>> = ev
+        .time
+        .filter(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+        .map(Arc::from);
+
+    if let Some(shared) = state.formations.get_mut(&id) {
+        if phase == Phase::Created {
+            return Outcome::Ignored(Ignored::DuplicateCreated);
+        }
+        if shared.status.is_terminal() {
+            return Outcome::Ignored(Ignored::FormationTerminal);
+        }
+        let rec = Arc::make_mut(shared);
+        rec.status = status_of(phase);
+        if time.is_some() {
+            rec.updated_at = time;
+        }
+        return Outcome::Applied;
+    }
+
+    if state.rejections.contains_key(&id) {
+        return Outcome::Ignored(Ignored::RejectedFormation);
+    }
+    let name = ev.formation_name.unwrap_or("");
+    if !name.is_empty() {
+        if let Some(holder) = state.name_holder(name) {
+            let holder = holder.id;
+            remember_rejection(state, id, Rejection { seq, holder });
+            return Outcome::Ignored(Ignored::NameConflict);
+        }
+    }
+    let name: Arc<str> = Arc::from(name);
+    let record = FormationRecord {
+        id,
+        name: name.clone(),
+        status: status_of(phase),
+        document: ev
+            .document
+            .clone()
+            .unwrap_or_else(|| Bytes::from_static(b"null")),
+        created_at: time.clone(),
+        updated_at: time,
+        created_seq: seq,
+    };
+    state.formations.insert(id, Arc::new(record));
+    if !name.is_empty() {
+        state.names.insert(name, id);
+    }
+    Outcome::Applied
+}
+
+fn remember_rejection(state: &mut State, id: Uuid, rejection: Rejection) {
+    state.rejections.insert(id, rejection);
+    state.rejection_order.insert(rejection.seq, id);
+    while state.rejection_order.len() > MAX_REMEMBERED_REJECTIONS {
+        let Some(&(oldest_seq, oldest)) = state.rejection_order.get_min() else {
+            break;
+        };
+        state.rejection_order.remove(&oldest_seq);
+        state.rejections.remove(&oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests;
