@@ -250,8 +250,12 @@ mod tests {
         assert_eq!(parse("[1]", true).unwrap_err(), "events[0]: must be a JSON object");
         assert!(parse("{", false).unwrap_err().starts_with("invalid json: "));
         assert!(parse(&format!("{OK}"), true).unwrap_err().starts_with("invalid json: "));
+        // Deep nesting is refused (by the event decoder's depth limit), never a stack overflow.
         let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(parse(&deep, true).unwrap_err().starts_with("invalid json: "));
+        let err = parse(&deep, true).unwrap_err();
+        assert!(err.starts_with("events[0]: payload is not valid JSON"), "{err}");
+        let deep_obj = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert!(parse(&deep_obj, false).is_err());
         let many = format!("[{}]", vec![OK; MAX_INGEST_EVENTS + 1].join(","));
         assert!(parse(&many, true).unwrap_err().contains("exceeds the limit of 1000"));
     }

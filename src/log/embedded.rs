@@ -6,6 +6,7 @@
 //! blocking pool and never wait for the writer.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,6 +77,7 @@ pub struct EmbeddedLog {
     /// (first retained, last) after the latest commit.
     bounds: watch::Receiver<Bounds>,
     writer: Option<std::thread::JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> LogError {
@@ -99,16 +101,26 @@ impl EmbeddedLog {
         let (bounds_tx, bounds_rx) = watch::channel(initial);
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let writer_db = db.clone();
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer_commits = commits.clone();
         let writer = std::thread::Builder::new()
             .name("cellos-log-writer".into())
-            .spawn(move || writer_loop(writer_db, queue, bounds_tx, retention, clock))
+            .spawn(move || {
+                writer_loop(writer_db, queue, bounds_tx, retention, clock, &writer_commits)
+            })
             .map_err(storage)?;
         Ok(EmbeddedLog {
             db,
             writes,
             bounds: bounds_rx,
             writer: Some(writer),
+            commits,
         })
+    }
+
+    /// Transactions committed since open (each one fsync; many appends can share one).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     fn read_blocking(db: &Database, after: u64, max: usize) -> Result<Vec<RawEvent>, LogError> {
@@ -303,6 +315,7 @@ fn writer_loop(
     bounds: watch::Sender<Bounds>,
     retention: Retention,
     clock: Clock,
+    commits: &AtomicU64,
 ) {
     let mut record = Vec::new();
     while let Some(first) = queue.blocking_recv() {
@@ -316,6 +329,7 @@ fn writer_loop(
         let now = clock();
         match commit_group(&db, &group, &retention, now, &mut record) {
             Ok((seqs, new_bounds)) => {
+                commits.fetch_add(1, Ordering::Relaxed);
                 bounds.send_replace(new_bounds);
                 for (req, seqs) in group.into_iter().zip(seqs) {
                     let _ = req.reply.send(Ok(seqs));
@@ -415,13 +429,7 @@ fn prune(
         floor = k.value() + 1;
     }
     for (id, seq) in expired_ids {
-        let owned_by_seq = dedupe
-            .get(id.as_str())
-            .map_err(storage)?
-            .is_some_and(|v| v.value().0 == seq);
-        if owned_by_seq {
-            dedupe.remove(id.as_str()).map_err(storage)?;
-        }
+        forget_dedupe(dedupe, &id, seq)?;
     }
     meta.insert("dedupe_floor", floor).map_err(storage)?;
 
@@ -445,13 +453,23 @@ fn prune(
     }
     for (seq, id) in doomed {
         events.remove(seq).map_err(storage)?;
-        let owned_by_seq = dedupe
-            .get(id.as_str())
-            .map_err(storage)?
-            .is_some_and(|v| v.value().0 == seq);
-        if owned_by_seq {
-            dedupe.remove(id.as_str()).map_err(storage)?;
-        }
+        forget_dedupe(dedupe, &id, seq)?;
+    }
+    Ok(())
+}
+
+/// Removes a dedupe entry if it still points at `seq` (a later event may have reused the id).
+fn forget_dedupe(
+    dedupe: &mut redb::Table<&str, (u64, u64)>,
+    id: &str,
+    seq: u64,
+) -> Result<(), LogError> {
+    let owned_by_seq = dedupe
+        .get(id)
+        .map_err(storage)?
+        .is_some_and(|v| v.value().0 == seq);
+    if owned_by_seq {
+        dedupe.remove(id).map_err(storage)?;
     }
     Ok(())
 }

@@ -1,1 +1,529 @@
+//! Rules of the projection, one by one, and a property test against a naive model.
 
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::decode::Decoder;
+use crate::state::CellState;
+
+const F1: &str = "6f9619ff-8b86-d011-b42d-00cf4fc964ff";
+const F2: &str = "00000000-0000-4000-8000-000000000002";
+
+fn run(state: &mut State, seq: u64, json: &str) -> Outcome {
+    let mut d = Decoder::new();
+    let ev = d.decode(json.as_bytes()).expect("test events decode");
+    apply(state, seq, &ev)
+}
+
+fn cell(ty: &str, data: &str, time: Option<&str>) -> String {
+    let time = time.map_or(String::new(), |t| format!(",\"time\":\"{t}\""));
+    format!(r#"{{"type":"dev.cellos.events.cell.{ty}"{time},"data":{data}}}"#)
+}
+
+fn formation(phase: &str, id: &str, name: &str, time: &str) -> String {
+    format!(
+        r#"{{"type":"dev.cellos.events.cell.formation.v1.{phase}","time":"{time}","data":{{"formationId":"{id}","formationName":"{name}","cellCount":1,"failedCellIds":[],"document":{{"name":"{name}"}}}}}}"#
+    )
+}
+
+#[test]
+fn cell_lifecycle_fills_the_record() {
+    let mut s = State::default();
+    let started = cell(
+        "lifecycle.v1.started",
+        r#"{"cellId":"c1","specId":"sp","runId":"r1"}"#,
+        Some("t1"),
+    );
+    assert_eq!(run(&mut s, 1, &started), Outcome::Applied);
+    let done = cell(
+        "command.v1.completed",
+        r#"{"cellId":"c1","specId":"sp","exitCode":4294967297}"#,
+        Some("t2"),
+    );
+    assert_eq!(run(&mut s, 2, &done), Outcome::Applied);
+    let destroyed = cell(
+        "lifecycle.v1.destroyed",
+        r#"{"cellId":"c1","specId":"sp","outcome":"succeeded"}"#,
+        Some("t3"),
+    );
+    assert_eq!(run(&mut s, 3, &destroyed), Outcome::Applied);
+    let c = s.cell("c1").unwrap();
+    assert_eq!(c.state, CellState::Destroyed);
+    assert_eq!(c.run_id.as_deref(), Some("r1"));
+    assert_eq!(c.started_at.as_deref(), Some("t1"));
+    assert_eq!(c.destroyed_at.as_deref(), Some("t3"));
+    assert_eq!(c.outcome.as_deref(), Some("succeeded"));
+    assert_eq!(c.exit_code, Some(1), "wraps like `as i32`");
+}
+
+#[test]
+fn cell_rules() {
+    let mut s = State::default();
+    // No cellId, no specId: ignored, no record.
+    let no_id = cell("lifecycle.v1.started", r#"{"specId":"sp"}"#, None);
+    assert_eq!(run(&mut s, 1, &no_id), Outcome::Ignored(Ignored::MissingCellId));
+    let no_spec = cell("lifecycle.v1.started", r#"{"cellId":"c"}"#, None);
+    assert_eq!(run(&mut s, 2, &no_spec), Outcome::Ignored(Ignored::MissingSpecId));
+    assert_eq!(s.cell_count(), 0);
+    // command.completed on an unseen cell creates a pending record; empty specId back-fills.
+    let completed = cell("command.v1.completed", r#"{"cellId":"c","specId":""}"#, None);
+    assert_eq!(run(&mut s, 3, &completed), Outcome::Applied);
+    assert_eq!(s.cell("c").unwrap().state, CellState::Pending);
+    let started = cell("lifecycle.v1.started", r#"{"cellId":"c","specId":"sp"}"#, None);
+    run(&mut s, 4, &started);
+    let c = s.cell("c").unwrap();
+    assert_eq!((c.state, &*c.spec_id), (CellState::Running, "sp"));
+    assert_eq!(c.started_at, None, "a started without time clears started_at");
+    // Destroyed is terminal.
+    let destroyed = cell("lifecycle.v1.destroyed", r#"{"cellId":"c","specId":"x"}"#, Some("t"));
+    run(&mut s, 5, &destroyed);
+    let before = s.clone();
+    for (seq, ev) in [(6, &started), (7, &completed), (8, &destroyed)] {
+        assert_eq!(run(&mut s, seq, ev), Outcome::Ignored(Ignored::CellTerminal));
+    }
+    assert_eq!(s, before);
+    // destroyed on an unseen cell creates a destroyed record.
+    let d2 = cell("lifecycle.v1.destroyed", r#"{"cellId":"d","specId":"x"}"#, Some("t"));
+    run(&mut s, 9, &d2);
+    assert_eq!(s.cell("d").unwrap().state, CellState::Destroyed);
+    assert_eq!(s.cell("d").unwrap().started_at, None);
+}
+
+#[test]
+fn cells_correlate_with_formations() {
+    let mut s = State::default();
+    let upper = F1.to_uppercase();
+    let a = cell(
+        "lifecycle.v1.started",
+        &format!(r#"{{"cellId":"a","specId":"s","correlation":{{"formationId":"{upper}"}}}}"#),
+        None,
+    );
+    let b = cell(
+        "lifecycle.v1.started",
+        &format!(r#"{{"cellId":"b","specId":"s","formationId":"{F1}"}}"#),
+        None,
+    );
+    let c = cell("lifecycle.v1.started", r#"{"cellId":"c","specId":"s"}"#, None);
+    for (i, ev) in [&c, &b, &a].into_iter().enumerate() {
+        run(&mut s, i as u64 + 1, ev);
+    }
+    let ids: Vec<&str> = s.cells_of_formation(F1).map(|c| &*c.id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(s.cell("a").unwrap().formation_id.as_deref(), Some(F1));
+}
+
+#[test]
+fn formation_phases_and_terminal_guard() {
+    let mut s = State::default();
+    let id = Uuid::parse_str(F1).unwrap();
+    assert_eq!(
+        run(&mut s, 1, &formation("created", F1, "demo", "2026-01-01T00:00:00.000Z")),
+        Outcome::Applied
+    );
+    let f = s.formation(&id).unwrap();
+    assert_eq!(f.status, FormationStatus::Pending);
+    assert_eq!(&f.document[..], br#"{"name":"demo"}"#);
+    assert_eq!(f.created_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
+    for (seq, phase, status) in [
+        (2, "launching", FormationStatus::Running),
+        (3, "degraded", FormationStatus::Running),
+        (4, "running", FormationStatus::Running),
+        (5, "completed", FormationStatus::Succeeded),
+    ] {
+        run(&mut s, seq, &formation(phase, F1, "demo", "2026-01-01T00:00:05.000Z"));
+        assert_eq!(s.formation(&id).unwrap().status, status, "{phase}");
+    }
+    assert_eq!(
+        run(&mut s, 6, &formation("running", F1, "demo", "2026-01-02T00:00:00.000Z")),
+        Outcome::Ignored(Ignored::FormationTerminal)
+    );
+    let f = s.formation(&id).unwrap();
+    assert_eq!(f.status, FormationStatus::Succeeded);
+    assert_eq!(f.updated_at.as_deref(), Some("2026-01-01T00:00:05.000Z"));
+    assert_eq!(f.created_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
+    assert_eq!(
+        run(&mut s, 7, &formation("created", F1, "demo", "2026-01-01T00:00:00.000Z")),
+        Outcome::Ignored(Ignored::DuplicateCreated)
+    );
+    assert_eq!(
+        run(&mut s, 8, &formation("exploded", F1, "demo", "2026-01-01T00:00:00.000Z")),
+        Outcome::Ignored(Ignored::UnknownPhase)
+    );
+}
+
+#[test]
+fn formation_ids_and_legacy_prefix() {
+    let mut s = State::default();
+    let missing = r#"{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationName":"x"}}"#;
+    assert_eq!(run(&mut s, 1, missing), Outcome::Ignored(Ignored::MissingFormationId));
+    let bad = r#"{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"nope"}}"#;
+    assert_eq!(run(&mut s, 2, bad), Outcome::Ignored(Ignored::BadFormationId));
+    let legacy = format!(
+        r#"{{"type":"io.cellos.formation.v1.created","data":{{"formation_id":"{F2}","name":"legacy"}}}}"#
+    );
+    assert_eq!(run(&mut s, 3, &legacy), Outcome::Applied);
+    let f = s.formation_by_name("legacy").unwrap();
+    assert_eq!(f.status, FormationStatus::Pending);
+    assert_eq!(f.created_at, None, "no time, no timestamp");
+    // The envelope subject is the last resort; a non-created first event creates the record.
+    let by_subject = format!(
+        r#"{{"type":"dev.cellos.events.cell.formation.v1.failed","subject":"{F1}","time":"bad","data":{{"reason":"r"}}}}"#
+    );
+    assert_eq!(run(&mut s, 4, &by_subject), Outcome::Applied);
+    let f = s.formation(&Uuid::parse_str(F1).unwrap()).unwrap();
+    assert_eq!(f.status, FormationStatus::Failed);
+    assert_eq!(&f.document[..], br#"{"reason":"r"}"#);
+    assert_eq!(f.created_at, None, "a time that is not RFC 3339 is not used");
+    assert_eq!(run(&mut s, 5, r#"{"type":"x"}"#), Outcome::Ignored(Ignored::UnknownType));
+}
+
+#[test]
+fn names_first_in_log_wins_and_are_reusable_after_terminal() {
+    let mut s = State::default();
+    let a = Uuid::parse_str(F1).unwrap();
+    let b = Uuid::parse_str(F2).unwrap();
+    run(&mut s, 1, &formation("created", F1, "web", "2026-01-01T00:00:00Z"));
+    assert_eq!(
+        run(&mut s, 2, &formation("created", F2, "web", "2026-01-01T00:00:00Z")),
+        Outcome::Ignored(Ignored::NameConflict)
+    );
+    assert_eq!(s.rejection(&b), Some(Rejection { seq: 2, holder: a }));
+    assert!(s.formation(&b).is_none());
+    // Later events of the loser do not bring it to life.
+    assert_eq!(
+        run(&mut s, 3, &formation("running", F2, "web", "2026-01-01T00:00:00Z")),
+        Outcome::Ignored(Ignored::RejectedFormation)
+    );
+    assert_eq!(s.name_holder("web").unwrap().id, a);
+    run(&mut s, 4, &formation("cancelled", F1, "web", "2026-01-01T00:00:00Z"));
+    assert!(s.name_holder("web").is_none());
+    assert_eq!(s.formation_by_name("web").unwrap().id, a);
+    let c = "00000000-0000-4000-8000-000000000003";
+    assert_eq!(
+        run(&mut s, 5, &formation("created", c, "web", "2026-01-01T00:00:00Z")),
+        Outcome::Applied
+    );
+    assert_eq!(s.formation_by_name("web").unwrap().id.to_string(), c);
+    // A name is never renamed by later events.
+    run(&mut s, 6, &formation("running", c, "other", "2026-01-01T00:00:00Z"));
+    assert_eq!(&*s.formation_by_name("web").unwrap().name, "web");
+    assert!(s.formation_by_name("other").is_none());
+}
+
+#[test]
+fn rejections_are_bounded() {
+    let mut s = State::default();
+    run(&mut s, 1, &formation("created", F1, "web", "2026-01-01T00:00:00Z"));
+    let n = MAX_REMEMBERED_REJECTIONS as u64 + 10;
+    for i in 0..n {
+        let id = Uuid::from_u128(1000 + i as u128).to_string();
+        run(&mut s, 2 + i, &formation("created", &id, "web", "2026-01-01T00:00:00Z"));
+    }
+    assert_eq!(s.rejections.len(), MAX_REMEMBERED_REJECTIONS);
+    assert!(s.rejection(&Uuid::from_u128(1000)).is_none(), "oldest forgotten first");
+    assert!(s.rejection(&Uuid::from_u128(1000 + n as u128 - 1)).is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests: batching does not matter, snapshots are immutable, and the state matches a
+// naive model of the rules.
+
+#[derive(Clone, Debug)]
+enum Op {
+    Cell {
+        kind: u8,
+        cell: Option<u8>,
+        spec: Option<u8>,
+        run: Option<u8>,
+        exit: Option<i64>,
+        outcome: Option<u8>,
+        formation: Option<u8>,
+        time: Option<u8>,
+    },
+    Formation {
+        phase: u8,
+        id: Option<u8>,
+        name: Option<u8>,
+        time: Option<u8>,
+    },
+    Other,
+}
+
+const PHASES: [&str; 8] = [
+    "created", "launching", "running", "degraded", "completed", "failed", "cancelled", "bogus",
+];
+
+fn fid(i: u8) -> String {
+    if i == 9 {
+        "not-a-uuid".into()
+    } else {
+        Uuid::from_u128(u128::from(i) + 1).to_string()
+    }
+}
+
+fn time(t: Option<u8>) -> String {
+    t.map_or(String::new(), |t| {
+        format!(",\"time\":\"2026-01-01T00:00:0{}.000Z\"", t % 10)
+    })
+}
+
+impl Op {
+    fn json(&self) -> String {
+        match self {
+            Op::Cell { kind, cell, spec, run, exit, outcome, formation, time: t } => {
+                let ty = ["lifecycle.v1.started", "command.v1.completed", "lifecycle.v1.destroyed"]
+                    [*kind as usize % 3];
+                let mut data = Vec::new();
+                if let Some(c) = cell {
+                    data.push(format!("\"cellId\":\"c{c}\""));
+                }
+                if let Some(s) = spec {
+                    data.push(if *s == 0 { "\"specId\":\"\"".into() } else { format!("\"specId\":\"s{s}\"") });
+                }
+                if let Some(r) = run {
+                    data.push(format!("\"runId\":\"r{r}\""));
+                }
+                if let Some(e) = exit {
+                    data.push(format!("\"exitCode\":{e}"));
+                }
+                if let Some(o) = outcome {
+                    data.push(format!("\"outcome\":\"o{o}\""));
+                }
+                if let Some(f) = formation {
+                    data.push(format!("\"correlation\":{{\"formationId\":\"{}\"}}", fid(*f)));
+                }
+                format!(
+                    "{{\"type\":\"dev.cellos.events.cell.{ty}\"{},\"data\":{{{}}}}}",
+                    time(*t),
+                    data.join(",")
+                )
+            }
+            Op::Formation { phase, id, name, time: t } => {
+                let mut data = Vec::new();
+                if let Some(i) = id {
+                    data.push(format!("\"formationId\":\"{}\"", fid(*i)));
+                }
+                if let Some(n) = name {
+                    data.push(format!("\"formationName\":\"n{n}\""));
+                }
+                format!(
+                    "{{\"type\":\"dev.cellos.events.cell.formation.v1.{}\"{},\"data\":{{{}}}}}",
+                    PHASES[*phase as usize % PHASES.len()],
+                    time(*t),
+                    data.join(",")
+                )
+            }
+            Op::Other => r#"{"type":"dev.cellos.events.cell.dns.v1.resolved","data":{}}"#.into(),
+        }
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..3, prop::option::weighted(0.95, 0u8..6), prop::option::weighted(0.9, 0u8..3),
+              prop::option::of(0u8..3), prop::option::of(-3i64..5_000_000_000),
+              prop::option::of(0u8..2), prop::option::of(prop_oneof![0u8..3, Just(9u8)]),
+              prop::option::of(0u8..3))
+            .prop_map(|(kind, cell, spec, run, exit, outcome, formation, time)| Op::Cell {
+                kind, cell, spec, run, exit, outcome, formation, time
+            }),
+        4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
+              prop::option::of(0u8..3), prop::option::of(0u8..3))
+            .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
+        1 => Just(Op::Other),
+    ]
+}
+
+/// The rules restated as plainly as possible, on ordinary maps.
+#[derive(Default, Debug, PartialEq)]
+struct Model {
+    cells: BTreeMap<String, (String, Option<String>, &'static str, Option<String>, Option<String>, Option<String>, Option<String>, Option<i32>)>,
+    formations: BTreeMap<Uuid, (String, &'static str, Option<String>, Option<String>)>,
+    newest_by_name: BTreeMap<String, Uuid>,
+    rejected: BTreeMap<Uuid, Uuid>,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Other => {}
+            Op::Cell { kind, cell, spec, run, exit, outcome, formation, time: t } => {
+                let (Some(c), Some(s)) = (cell, spec) else { return };
+                let id = format!("c{c}");
+                let spec = if *s == 0 { String::new() } else { format!("s{s}") };
+                let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
+                let f = formation.map(fid);
+                let rec = self.cells.entry(id).or_insert_with(|| {
+                    (spec.clone(), run.map(|r| format!("r{r}")), "pending", f.clone(), None, None, None, None)
+                });
+                if rec.2 == "destroyed" {
+                    return;
+                }
+                if rec.0.is_empty() {
+                    rec.0 = spec;
+                }
+                if rec.1.is_none() {
+                    rec.1 = run.map(|r| format!("r{r}"));
+                }
+                if rec.3.is_none() {
+                    rec.3 = f;
+                }
+                match kind % 3 {
+                    0 => {
+                        rec.2 = "running";
+                        rec.4 = t;
+                    }
+                    1 => {
+                        if let Some(e) = exit {
+                            rec.7 = Some(*e as i32);
+                        }
+                    }
+                    _ => {
+                        rec.2 = "destroyed";
+                        rec.5 = t;
+                        if let Some(o) = outcome {
+                            rec.6 = Some(format!("o{o}"));
+                        }
+                    }
+                }
+            }
+            Op::Formation { phase, id, name, time: t } => {
+                let phase = PHASES[*phase as usize % PHASES.len()];
+                let status = match phase {
+                    "created" => "PENDING",
+                    "launching" | "running" | "degraded" => "RUNNING",
+                    "completed" => "SUCCEEDED",
+                    "failed" => "FAILED",
+                    "cancelled" => "CANCELLED",
+                    _ => return,
+                };
+                let Some(Ok(id)) = id.map(|i| Uuid::parse_str(&fid(i))) else { return };
+                let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
+                let terminal = |s: &str| matches!(s, "SUCCEEDED" | "FAILED" | "CANCELLED");
+                if let Some(rec) = self.formations.get_mut(&id) {
+                    if phase != "created" && !terminal(rec.1) {
+                        rec.1 = status;
+                        if t.is_some() {
+                            rec.3 = t;
+                        }
+                    }
+                    return;
+                }
+                if self.rejected.contains_key(&id) {
+                    return;
+                }
+                let name = name.map_or(String::new(), |n| format!("n{n}"));
+                if !name.is_empty() {
+                    if let Some(holder) = self.newest_by_name.get(&name) {
+                        if !terminal(self.formations[holder].1) {
+                            self.rejected.insert(id, *holder);
+                            return;
+                        }
+                    }
+                    self.newest_by_name.insert(name.clone(), id);
+                }
+                self.formations.insert(id, (name, status, t.clone(), t));
+            }
+        }
+    }
+
+    fn matches(&self, s: &State) -> bool {
+        let cells: BTreeMap<_, _> = s
+            .cells()
+            .map(|c| {
+                (
+                    c.id.to_string(),
+                    (
+                        c.spec_id.to_string(),
+                        c.run_id.as_deref().map(str::to_owned),
+                        c.state.as_str(),
+                        c.formation_id.as_deref().map(str::to_owned),
+                        c.started_at.as_deref().map(str::to_owned),
+                        c.destroyed_at.as_deref().map(str::to_owned),
+                        c.outcome.as_deref().map(str::to_owned),
+                        c.exit_code,
+                    ),
+                )
+            })
+            .collect();
+        let formations: BTreeMap<_, _> = s
+            .formations()
+            .map(|f| {
+                (
+                    f.id,
+                    (
+                        f.name.to_string(),
+                        f.status.as_str(),
+                        f.created_at.as_deref().map(str::to_owned),
+                        f.updated_at.as_deref().map(str::to_owned),
+                    ),
+                )
+            })
+            .collect();
+        let names_agree = self
+            .newest_by_name
+            .iter()
+            .all(|(n, id)| s.formation_by_name(n).map(|f| f.id) == Some(*id));
+        let rejections_agree = self
+            .rejected
+            .iter()
+            .all(|(id, holder)| s.rejection(id).map(|r| r.holder) == Some(*holder));
+        let index_agrees = (0..4u8).chain([9]).all(|f| {
+            let key = fid(f);
+            let from_index: Vec<String> = s.cells_of_formation(&key).map(|c| c.id.to_string()).collect();
+            let expected: Vec<String> = self
+                .cells
+                .iter()
+                .filter(|(_, r)| r.3.as_deref() == Some(&key))
+                .map(|(id, _)| id.clone())
+                .collect();
+            from_index == expected
+        });
+        cells == self.cells && formations == self.formations && names_agree && rejections_agree && index_agrees
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn batching_and_snapshots_do_not_change_the_result(
+        ops in prop::collection::vec(op(), 0..120),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let payloads: Vec<String> = ops.iter().map(Op::json).collect();
+        let mut decoder = Decoder::new();
+        // One by one, remembering the state after each event.
+        let mut one = State::default();
+        let mut history = vec![one.clone()];
+        for (i, p) in payloads.iter().enumerate() {
+            let ev = decoder.decode(p.as_bytes()).unwrap();
+            apply(&mut one, i as u64 + 1, &ev);
+            history.push(one.clone());
+        }
+        // In batches, publishing (cloning) a snapshot after each one and keeping them all.
+        let mut cut_points: Vec<usize> = cuts.iter().map(|c| c.index(payloads.len() + 1)).collect();
+        cut_points.sort_unstable();
+        let mut batched = State::default();
+        let mut snapshots = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            if cut_points.binary_search(&i).is_ok() {
+                snapshots.push((i, batched.clone()));
+            }
+            let ev = decoder.decode(p.as_bytes()).unwrap();
+            apply(&mut batched, i as u64 + 1, &ev);
+        }
+        prop_assert_eq!(&batched, &one);
+        for (i, snap) in snapshots {
+            prop_assert_eq!(&snap, &history[i], "a published snapshot changed after publish");
+        }
+        // And the result is what the naive model says.
+        let mut model = Model::default();
+        for op in &ops {
+            model.apply(op);
+        }
+        prop_assert!(model.matches(&one), "model {:#?}\nstate {:#?}", model, one);
+    }
+}
