@@ -36,7 +36,11 @@ pub struct Args {
     pub data_dir: PathBuf,
 
     /// Embedded log: drop events older than this many seconds (0 = never). Default 90 days.
-    #[arg(long, env = "CELLOS_RETENTION_MAX_AGE_SECS", default_value_t = 7_776_000)]
+    #[arg(
+        long,
+        env = "CELLOS_RETENTION_MAX_AGE_SECS",
+        default_value_t = 7_776_000
+    )]
     pub retention_max_age_secs: u64,
 
     /// Embedded log: keep at most this many events (0 = no limit).
@@ -165,7 +169,10 @@ mod tests {
     #[test]
     fn token_is_required_and_not_blank() {
         // Flags win over the environment, so these hold whatever the test environment has.
-        assert_eq!(parse(&["--api-token", " "]).unwrap_err(), ConfigError::EmptyToken);
+        assert_eq!(
+            parse(&["--api-token", " "]).unwrap_err(),
+            ConfigError::EmptyToken
+        );
         let c = parse(&["--api-token", "t"]).unwrap();
         assert_eq!(c.api_token, "t");
     }

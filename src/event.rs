@@ -4,6 +4,7 @@
 //! decoder's scratch buffer; `subject` builds and validates the NATS subjects events are filed under.
 
 pub mod decode;
+pub mod encode;
 pub mod subject;
 
 use std::sync::Arc;
@@ -155,6 +156,8 @@ pub struct Event<'a> {
     pub formation_id: Option<&'a str>,
     /// `data.formationName`, else `data.name`.
     pub formation_name: Option<&'a str>,
+    /// For formation events: the number of `members` of the document (see `document`).
+    pub member_count: Option<usize>,
     /// For formation events that may create a record: `data.document` when present, else `data`,
     /// as canonical JSON (keys sorted, compact).
     pub document: Option<Bytes>,

@@ -4,6 +4,7 @@
 pub mod auth;
 mod cells;
 mod events;
+mod formation_writes;
 mod formations;
 mod meta;
 pub mod problem;
@@ -60,6 +61,26 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Appends one event and waits until it is applied; returns its seq.
+    pub async fn append_and_wait(
+        &self,
+        subject: String,
+        payload: Bytes,
+        dedupe_id: String,
+    ) -> Result<u64, ApiError> {
+        let append = crate::log::Append {
+            subject,
+            payload,
+            dedupe_id,
+        };
+        let seqs = tokio::time::timeout(self.config.write_timeout, self.log.append(vec![append]))
+            .await
+            .map_err(|_| ApiError::unavailable(problem::STORE_UNAVAILABLE))??;
+        let seq = seqs.first().copied().unwrap_or(0);
+        self.wait_applied(seq).await?;
+        Ok(seq)
+    }
+
     /// Waits until the ingest thread has applied `seq` (read-your-writes), within the write timeout.
     pub async fn wait_applied(&self, seq: u64) -> Result<(), ApiError> {
         let mut applied = self.applied.clone();
@@ -75,7 +96,11 @@ impl Ctx {
 }
 
 pub fn full(status: StatusCode, content_type: Option<&'static str>, body: Bytes) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body).map_err(|e: Infallible| match e {}).boxed_unsync());
+    let mut resp = Response::new(
+        Full::new(body)
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
     *resp.status_mut() = status;
     if let Some(ct) = content_type {
         resp.headers_mut()
@@ -151,7 +176,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period elapsed with requests still in flight");
     }
 }

@@ -94,7 +94,11 @@ impl Ingestor {
                     Outcome::Ignored(why) => {
                         self.tally.ignored[why as usize][family] += 1;
                         if matches!(ev.kind, Kind::Formation(_)) {
-                            tracing::debug!(seq = raw.seq, reason = why.reason(), "formation event ignored");
+                            tracing::debug!(
+                                seq = raw.seq,
+                                reason = why.reason(),
+                                "formation event ignored"
+                            );
                         }
                     }
                 }
@@ -130,7 +134,11 @@ impl Ingestor {
             for (r, why) in Ignored::ALL.iter().enumerate() {
                 let n = t.ignored[r][f];
                 if n > 0 {
-                    let outcome = if why.is_failure() { "failed" } else { "ignored" };
+                    let outcome = if why.is_failure() {
+                        "failed"
+                    } else {
+                        "ignored"
+                    };
                     m.events(outcome, family.as_str(), why.reason(), n);
                 }
             }
@@ -228,9 +236,12 @@ pub fn not_ready_reason(status: &TailStatus, cursor: u64) -> Option<String> {
     let target = status.ready_at.load(Ordering::Acquire);
     if target == u64::MAX {
         let delivered = status.delivered.load(Ordering::Acquire);
-        return Some(format!("replaying the event log: applied through seq {cursor}, read through {delivered}"));
+        return Some(format!(
+            "replaying the event log: applied through seq {cursor}, read through {delivered}"
+        ));
     }
-    (cursor < target).then(|| format!("replaying the event log: applied through seq {cursor} of {target}"))
+    (cursor < target)
+        .then(|| format!("replaying the event log: applied through seq {cursor} of {target}"))
 }
 
 /// Reads the log from `after` forever (replay, then live) and hands batches to the ingest thread.
@@ -262,9 +273,7 @@ pub async fn run_tailer(
                     status.ready_at.store(delivered, Ordering::Release);
                 }
                 if let Ok(b) = log.bounds().await {
-                    metrics
-                        .log_lag
-                        .set(b.last.saturating_sub(delivered) as f64);
+                    metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
                 }
                 if !batch.events.is_empty() {
                     tokio::select! {

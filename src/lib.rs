@@ -16,9 +16,10 @@
 //!            writes: append → wait until applied → answer
 //! ```
 //!
-//! Pure core (no I/O, clock or randomness): [`event`], [`state`]. Edges: [`log`],
+//! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`]. Edges: [`log`],
 //! [`ingest`] (threads and tasks), [`http`], [`server`]. Only [`config`] reads the environment.
 
+pub mod admission;
 pub mod config;
 pub mod event;
 pub mod fanout;

@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-
 const META: Metadata<'static> = Metadata::new("cellos_server", Level::INFO, None);
 
 /// Buckets (seconds) for latency histograms.
@@ -84,7 +83,13 @@ impl Metrics {
 
     /// Adds `n` events to `cellos_events_<outcome>_total{family,reason}`. Registered on first use,
     /// so only combinations that happened show up.
-    pub fn events(&self, outcome: &'static str, family: &'static str, reason: &'static str, n: u64) {
+    pub fn events(
+        &self,
+        outcome: &'static str,
+        family: &'static str,
+        reason: &'static str,
+        n: u64,
+    ) {
         let name = match outcome {
             "applied" => "cellos_events_applied_total",
             "failed" => "cellos_events_failed_total",
@@ -106,7 +111,10 @@ impl Metrics {
             Label::new("status", status.to_string()),
         ];
         self.recorder
-            .register_counter(&Key::from_parts("cellos_http_requests_total", labels), &META)
+            .register_counter(
+                &Key::from_parts("cellos_http_requests_total", labels),
+                &META,
+            )
             .increment(1);
         self.recorder
             .register_histogram(

@@ -59,6 +59,8 @@ pub struct FormationRecord {
     /// The `time` of the first and of the latest applied event (RFC 3339, as sent).
     pub created_at: Option<Arc<str>>,
     pub updated_at: Option<Arc<str>>,
+    /// Length of the document's `members` (0 when it has none): the `cellCount` of later events.
+    pub member_count: usize,
     /// Sequence number of the event that created this record.
     pub created_seq: u64,
 }

@@ -116,22 +116,28 @@ fn extract<'i>(nodes: &[Node<'i>]) -> Result<Event<'i>, DecodeError> {
         .or_else(|| data_str("formation_id"))
         .or_else(|| is_formation.then(|| get_str(root, "subject")).flatten())
         .or_else(correlation_formation);
-    let document = if is_formation {
+    let (document, member_count) = if is_formation {
         let doc = data
             .and_then(|d| get(d, "document"))
             .or(data)
             .unwrap_or(&[Node::Static(StaticNode::Null)]);
+        let members = match get(doc, "members").and_then(|m| m.first()) {
+            Some(Node::Array { len, .. }) => Some(*len),
+            _ => None,
+        };
         let mut out = Vec::with_capacity(128);
         write_canonical(doc, &mut out);
-        Some(Bytes::from(out))
+        (Some(Bytes::from(out)), members)
     } else {
-        None
+        (None, None)
     };
-    let exit_code = data.and_then(|d| get(d, "exitCode")).and_then(|n| match n.first() {
-        Some(Node::Static(StaticNode::I64(v))) => Some(*v),
-        Some(Node::Static(StaticNode::U64(v))) => i64::try_from(*v).ok(),
-        _ => None,
-    });
+    let exit_code = data
+        .and_then(|d| get(d, "exitCode"))
+        .and_then(|n| match n.first() {
+            Some(Node::Static(StaticNode::I64(v))) => Some(*v),
+            Some(Node::Static(StaticNode::U64(v))) => i64::try_from(*v).ok(),
+            _ => None,
+        });
     Ok(Event {
         kind,
         specversion: get_str(root, "specversion"),
@@ -147,6 +153,7 @@ fn extract<'i>(nodes: &[Node<'i>]) -> Result<Event<'i>, DecodeError> {
         outcome: data_str("outcome"),
         formation_id,
         formation_name: data_str("formationName").or_else(|| data_str("name")),
+        member_count,
         document,
     })
 }
@@ -316,10 +323,15 @@ mod tests {
         assert_eq!(ev.kind, Kind::Formation(Phase::Created));
         assert_eq!(ev.formation_id, Some("B"));
         assert_eq!(ev.formation_name, Some("n"));
-        assert_eq!(ev.document.as_deref(), Some(&br#"{"a":[true,null,1.5],"z":1}"#[..]));
+        assert_eq!(
+            ev.document.as_deref(),
+            Some(&br#"{"a":[true,null,1.5],"z":1}"#[..])
+        );
+        assert_eq!(ev.member_count, None);
 
-        let ev = decode(r#"{"type":"io.cellos.formation.v1.failed","subject":"S","data":{"name":"x"}}"#)
-            .unwrap();
+        let ev =
+            decode(r#"{"type":"io.cellos.formation.v1.failed","subject":"S","data":{"name":"x"}}"#)
+                .unwrap();
         assert_eq!(ev.kind, Kind::Formation(Phase::Failed));
         assert_eq!(ev.formation_id, Some("S"));
         assert_eq!(ev.formation_name, Some("x"));
@@ -333,7 +345,8 @@ mod tests {
 
     #[test]
     fn duplicate_keys_first_wins() {
-        let ev = decode(r#"{"type":"a","type":"dev.cellos.events.cell.lifecycle.v1.started"}"#).unwrap();
+        let ev =
+            decode(r#"{"type":"a","type":"dev.cellos.events.cell.lifecycle.v1.started"}"#).unwrap();
         assert_eq!(ev.kind, Kind::Other);
     }
 
@@ -341,12 +354,21 @@ mod tests {
     fn errors_are_values() {
         assert!(matches!(decode(""), Err(DecodeError::NotJson(_))));
         assert!(matches!(decode("{"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(decode("[1]"), Err(DecodeError::NotObject("array"))));
-        assert!(matches!(decode("null"), Err(DecodeError::NotObject("null"))));
+        assert!(matches!(
+            decode("[1]"),
+            Err(DecodeError::NotObject("array"))
+        ));
+        assert!(matches!(
+            decode("null"),
+            Err(DecodeError::NotObject("null"))
+        ));
         let deep = "[".repeat(100_000);
         assert!(matches!(decode(&deep), Err(DecodeError::NotJson(_))));
         let deep_ok = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
-        assert!(matches!(decode(&deep_ok), Err(DecodeError::NotObject("array"))));
+        assert!(matches!(
+            decode(&deep_ok),
+            Err(DecodeError::NotObject("array"))
+        ));
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         let mut d = Decoder::new();
         assert!(matches!(d.decode(&big), Err(DecodeError::TooLarge(_))));

@@ -141,10 +141,17 @@ mod tests {
             "cellos.events.formations.f1.created"
         );
         assert_eq!(
-            ingest_subject(None, Some("c.1"), "dev.cellos.events.cell.lifecycle.v1.started"),
+            ingest_subject(
+                None,
+                Some("c.1"),
+                "dev.cellos.events.cell.lifecycle.v1.started"
+            ),
             "cellos.events.cells.c%2E1.started"
         );
-        assert_eq!(ingest_subject(None, None, "plain"), "cellos.events.other.plain");
+        assert_eq!(
+            ingest_subject(None, None, "plain"),
+            "cellos.events.other.plain"
+        );
         assert_eq!(ingest_subject(None, None, "ends."), "cellos.events.other._");
     }
 

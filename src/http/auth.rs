@@ -14,7 +14,10 @@ pub fn check(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
         return fail("missing Authorization header");
     };
     let bytes = value.as_bytes();
-    if !bytes.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b)) {
+    if !bytes
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
+    {
         return fail("non-ascii Authorization header");
     }
     let Some(presented) = bytes.strip_prefix(b"Bearer ") else {
@@ -57,7 +60,10 @@ mod tests {
     #[test]
     fn steps_in_order() {
         assert_eq!(detail(&HeaderMap::new()), "missing Authorization header");
-        assert_eq!(detail(&with(b"Bearer \xc3\xa9")), "non-ascii Authorization header");
+        assert_eq!(
+            detail(&with(b"Bearer \xc3\xa9")),
+            "non-ascii Authorization header"
+        );
         assert_eq!(detail(&with(b"Basic abc")), "expected Bearer scheme");
         assert_eq!(detail(&with(b"bearer s3cr3t")), "expected Bearer scheme");
         assert_eq!(detail(&with(b"Bearer")), "expected Bearer scheme");

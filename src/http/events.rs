@@ -59,7 +59,10 @@ pub async fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiE
     let (mut count, mut scanned, mut after, mut cursor) = (0usize, 0usize, since, since);
     let mut decoder = Decoder::new();
     'scan: while count < limit && scanned < MAX_SCAN && after < applied {
-        let batch = ctx.log.read(after, (MAX_SCAN - scanned).min(MAX_PAGE)).await?;
+        let batch = ctx
+            .log
+            .read(after, (MAX_SCAN - scanned).min(MAX_PAGE))
+            .await?;
         if batch.is_empty() {
             break;
         }
@@ -149,7 +152,9 @@ pub async fn ingest(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
     };
     let body = read_body(req, MAX_INGEST_BYTES).await?;
     let appends = parse_ingest(&body, batch)?;
-    let seqs = ctx.log.append(appends).await?;
+    let seqs = tokio::time::timeout(ctx.config.write_timeout, ctx.log.append(appends))
+        .await
+        .map_err(|_| ApiError::unavailable(super::problem::STORE_UNAVAILABLE))??;
     if let Some(&last) = seqs.iter().max() {
         ctx.wait_applied(last).await?;
     }
@@ -185,14 +190,22 @@ pub fn parse_ingest(body: &Bytes, batch: bool) -> Result<Vec<Append>, ApiError> 
     let mut decoder = Decoder::new();
     let mut out = Vec::with_capacity(raws.len());
     for (i, raw) in raws.iter().enumerate() {
-        let at = if batch { format!("events[{i}]") } else { "event".to_owned() };
+        let at = if batch {
+            format!("events[{i}]")
+        } else {
+            "event".to_owned()
+        };
         let bytes = raw.get().as_bytes();
         let ev = decoder.decode(bytes).map_err(|e| match e {
-            DecodeError::NotObject(_) => ApiError::bad_request(format!("{at}: must be a JSON object")),
+            DecodeError::NotObject(_) => {
+                ApiError::bad_request(format!("{at}: must be a JSON object"))
+            }
             other => ApiError::bad_request(format!("{at}: {other}")),
         })?;
         if ev.specversion != Some("1.0") {
-            return Err(ApiError::bad_request(format!("{at}.specversion: must be \"1.0\"")));
+            return Err(ApiError::bad_request(format!(
+                "{at}.specversion: must be \"1.0\""
+            )));
         }
         let required = |field: &str, v: Option<&str>| -> Result<String, ApiError> {
             match v {
@@ -244,19 +257,33 @@ mod tests {
             "events[1].id: must be a non-empty string"
         );
         assert_eq!(
-            parse(r#"{"specversion":"0.3","id":"x","source":"s","type":"t"}"#, false).unwrap_err(),
+            parse(
+                r#"{"specversion":"0.3","id":"x","source":"s","type":"t"}"#,
+                false
+            )
+            .unwrap_err(),
             "event.specversion: must be \"1.0\""
         );
-        assert_eq!(parse("[1]", true).unwrap_err(), "events[0]: must be a JSON object");
+        assert_eq!(
+            parse("[1]", true).unwrap_err(),
+            "events[0]: must be a JSON object"
+        );
         assert!(parse("{", false).unwrap_err().starts_with("invalid json: "));
-        assert!(parse(&format!("{OK}"), true).unwrap_err().starts_with("invalid json: "));
+        assert!(parse(&format!("{OK}"), true)
+            .unwrap_err()
+            .starts_with("invalid json: "));
         // Deep nesting is refused (by the event decoder's depth limit), never a stack overflow.
         let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
         let err = parse(&deep, true).unwrap_err();
-        assert!(err.starts_with("events[0]: payload is not valid JSON"), "{err}");
+        assert!(
+            err.starts_with("events[0]: payload is not valid JSON"),
+            "{err}"
+        );
         let deep_obj = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
         assert!(parse(&deep_obj, false).is_err());
         let many = format!("[{}]", vec![OK; MAX_INGEST_EVENTS + 1].join(","));
-        assert!(parse(&many, true).unwrap_err().contains("exceeds the limit of 1000"));
+        assert!(parse(&many, true)
+            .unwrap_err()
+            .contains("exceeds the limit of 1000"));
     }
 }

@@ -14,7 +14,9 @@ pub fn list(ctx: &Ctx) -> Response<Body> {
     let snap = ctx.reader.load();
     let mut out = Vec::with_capacity(64 + snap.state.formation_count() * 256);
     out.extend_from_slice(b"{\"formations\":");
-    render::array(&mut out, snap.state.formations(), |o, f| render::formation(o, f));
+    render::array(&mut out, snap.state.formations(), |o, f| {
+        render::formation(o, f)
+    });
     let _ = write!(out, ",\"cursor\":{}}}", snap.cursor);
     json(StatusCode::OK, out)
 }
@@ -37,10 +39,9 @@ impl<'a> Ident<'a> {
 
     pub fn resolve<'s>(&self, state: &'s State) -> Result<&'s FormationRecord, ApiError> {
         match self {
-            Ident::Id(id) => state
-                .formation(id)
-                .map(|f| &**f)
-                .ok_or_else(|| ApiError::not_found(format!("formation {} not found", id.hyphenated()))),
+            Ident::Id(id) => state.formation(id).map(|f| &**f).ok_or_else(|| {
+                ApiError::not_found(format!("formation {} not found", id.hyphenated()))
+            }),
             Ident::Name(name) => by_name(state, name),
         }
     }

@@ -8,7 +8,11 @@ use crate::ingest::not_ready_reason;
 
 /// `GET /v1/version`. `gitSha` is present only when `CELLOS_GIT_SHA` was set at build time.
 pub fn version() -> Response<Body> {
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let sha = option_env!("CELLOS_GIT_SHA")
         .filter(|s| !s.is_empty())
         .map(|s| format!(",\"gitSha\":{}", serde_json::Value::from(s)))

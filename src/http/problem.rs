@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::admission::Rejection;
 use crate::log::LogError;
 
 /// Every kind of problem the server answers with. The `type` URIs and titles are part of the wire
@@ -56,7 +57,9 @@ impl Kind {
     pub fn type_uri(self) -> &'static str {
         match self {
             Kind::Unauthorized => "/problems/unauthorized",
-            Kind::BadRequest | Kind::Unprocessable | Kind::UpgradeRequired => "/problems/bad-request",
+            Kind::BadRequest | Kind::Unprocessable | Kind::UpgradeRequired => {
+                "/problems/bad-request"
+            }
             Kind::NotFound => "/problems/not-found",
             Kind::Conflict => "/problems/conflict",
             Kind::Internal => "/problems/internal",
@@ -131,10 +134,27 @@ impl ApiError {
         push_json_str(&mut out, self.kind.type_uri());
         out.push_str(",\"title\":");
         push_json_str(&mut out, self.kind.title());
-        let _ = write!(out, ",\"status\":{},\"detail\":", self.kind.status().as_u16());
+        let _ = write!(
+            out,
+            ",\"status\":{},\"detail\":",
+            self.kind.status().as_u16()
+        );
         push_json_str(&mut out, &self.detail);
         out.push('}');
         Bytes::from(out)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> ApiError {
+        let kind = match r {
+            Rejection::BadRequest(_) => Kind::BadRequest,
+            Rejection::NoCoordinator(_) => Kind::FormationNoCoordinator,
+            Rejection::DuplicateMemberId(_) => Kind::FormationDuplicateMemberId,
+            Rejection::AuthorityNotNarrowing(_) => Kind::FormationAuthorityNotNarrowing,
+            Rejection::Cycle(_) => Kind::FormationCycle,
+        };
+        ApiError::new(kind, r.detail())
     }
 }
 

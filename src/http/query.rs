@@ -31,7 +31,9 @@ fn decode_component(s: &str) -> String {
     } else {
         Cow::Borrowed(s)
     };
-    percent_decode(plus.as_bytes()).decode_utf8_lossy().into_owned()
+    percent_decode(plus.as_bytes())
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn deserialize_error(detail: impl std::fmt::Display) -> ApiError {

@@ -7,8 +7,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
+use super::formations::Ident;
 use super::problem::{cut_path, ApiError, Kind};
-use super::{auth, cells, empty, events, formations, meta, problem, Body, Ctx};
+use super::{auth, cells, empty, events, formation_writes, formations, meta, problem, Body, Ctx};
 
 /// A matched route. Path parameters stay percent-encoded until the handler (after auth) decodes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +117,11 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     cors(resp.headers_mut());
-    ctx.metrics
-        .http_request(label, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    ctx.metrics.http_request(
+        label,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -153,15 +157,33 @@ async fn dispatch(
         (Route::FormationByName(name), true) => formations::get_by_name(ctx, &path_param(name)?),
         (Route::Cells, true) => cells::list(ctx, req.uri().query()),
         (Route::Cell(id), true) => cells::get(ctx, &path_param(id)?),
+        (Route::Formations, false) => formation_writes::create(ctx, req).await,
+        (Route::Formation(ident), false) => {
+            let ident = path_param(ident)?;
+            formation_writes::delete(ctx, Ident::parse(&ident)).await
+        }
+        (Route::FormationByName(name), false) => {
+            let name = path_param(name)?;
+            formation_writes::delete(ctx, Ident::Name(&name)).await
+        }
+        (Route::FormationStatus(ident), _) => {
+            let ident = path_param(ident)?;
+            formation_writes::set_status(ctx, Ident::parse(&ident), req).await
+        }
         (Route::Events, true) => events::list(ctx, req.uri().query()).await,
         (Route::Events, false) => events::ingest(ctx, req).await,
         (Route::Version, _) => Ok(meta::version()),
         (Route::Healthz, _) => Ok(meta::healthz()),
         (Route::Readyz, _) => meta::readyz(ctx),
         (Route::Metrics, _) => Ok(meta::metrics(ctx)),
-        _ => Err(ApiError::new(
+        (Route::WsEvents, _) => Err(ApiError::new(
             Kind::ServiceUnavailable,
-            format!("{} {} is not available on this server yet", method, route.label()),
+            "WebSocket streaming is not available on this server yet",
+        )),
+        // Every other pairing was refused by the method check above.
+        _ => Err(ApiError::new(
+            Kind::Internal,
+            "route and method out of step",
         )),
     }
 }

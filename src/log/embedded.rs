@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Append, BoxFuture, Bounds, EventLog, LogError, LogTail, TailBatch, DEDUPE_WINDOW_MS,
+    Append, Bounds, BoxFuture, EventLog, LogError, LogTail, TailBatch, DEDUPE_WINDOW_MS,
     MAX_READ_BYTES, MAX_READ_EVENTS,
 };
 use crate::event::decode::MAX_EVENT_BYTES;
@@ -106,7 +106,14 @@ impl EmbeddedLog {
         let writer = std::thread::Builder::new()
             .name("cellos-log-writer".into())
             .spawn(move || {
-                writer_loop(writer_db, queue, bounds_tx, retention, clock, &writer_commits)
+                writer_loop(
+                    writer_db,
+                    queue,
+                    bounds_tx,
+                    retention,
+                    clock,
+                    &writer_commits,
+                )
             })
             .map_err(storage)?;
         Ok(EmbeddedLog {
@@ -417,7 +424,11 @@ fn prune(
         .map_err(storage)?
         .map_or(1, |v| v.value());
     let mut expired_ids = Vec::new();
-    for item in events.range(floor..).map_err(storage)?.take(MAX_PRUNE_PER_COMMIT) {
+    for item in events
+        .range(floor..)
+        .map_err(storage)?
+        .take(MAX_PRUNE_PER_COMMIT)
+    {
         let (k, v) = item.map_err(storage)?;
         let Some(rec) = split_record(v.value()) else {
             break;

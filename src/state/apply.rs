@@ -102,7 +102,9 @@ pub fn status_of(phase: Phase) -> FormationStatus {
 /// Applies one event at log position `seq`.
 pub fn apply(state: &mut State, seq: u64, ev: &Event<'_>) -> Outcome {
     match ev.kind {
-        Kind::CellStarted | Kind::CellCommandCompleted | Kind::CellDestroyed => apply_cell(state, ev),
+        Kind::CellStarted | Kind::CellCommandCompleted | Kind::CellDestroyed => {
+            apply_cell(state, ev)
+        }
         Kind::Formation(phase) => apply_formation(state, seq, phase, ev),
         Kind::FormationUnknownPhase => Outcome::Ignored(Ignored::UnknownPhase),
         Kind::Other => Outcome::Ignored(Ignored::UnknownType),
@@ -242,6 +244,7 @@ fn apply_formation(state: &mut State, seq: u64, phase: Phase, ev: &Event<'_>) ->
             .unwrap_or_else(|| Bytes::from_static(b"null")),
         created_at: time.clone(),
         updated_at: time,
+        member_count: ev.member_count.unwrap_or(0),
         created_seq: seq,
     };
     state.formations.insert(id, Arc::new(record));

@@ -31,10 +31,7 @@ pub struct Reader {
 /// A publisher and its readers, starting from the empty state at cursor 0.
 pub fn channel() -> (Publisher, Reader) {
     let cell = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    (
-        Publisher { cell: cell.clone() },
-        Reader { cell },
-    )
+    (Publisher { cell: cell.clone() }, Reader { cell })
 }
 
 impl Publisher {

@@ -18,7 +18,10 @@ impl FakeClock {
     fn new() -> (FakeClock, Clock) {
         let now = Arc::new(AtomicU64::new(1_000_000));
         let read = now.clone();
-        (FakeClock(now), Arc::new(move || read.load(Ordering::SeqCst)))
+        (
+            FakeClock(now),
+            Arc::new(move || read.load(Ordering::SeqCst)),
+        )
     }
     fn advance(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
@@ -35,11 +38,17 @@ async fn append_read_and_reopen() {
     {
         let log = open(dir.path(), Retention::default(), system_clock());
         assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 0 });
-        let seqs = log.append(vec![ev("a", "{}"), ev("b", "[1]")]).await.unwrap();
+        let seqs = log
+            .append(vec![ev("a", "{}"), ev("b", "[1]")])
+            .await
+            .unwrap();
         assert_eq!(seqs, vec![1, 2]);
         let read = log.read(0, 10).await.unwrap();
         assert_eq!(read.len(), 2);
-        assert_eq!((read[1].seq, &*read[1].subject), (2, "cellos.events.other.b"));
+        assert_eq!(
+            (read[1].seq, &*read[1].subject),
+            (2, "cellos.events.other.b")
+        );
         assert_eq!(&read[1].payload[..], b"[1]");
         assert_eq!(log.read(1, 10).await.unwrap().len(), 1);
         assert_eq!(log.read(0, 1).await.unwrap().len(), 1);
@@ -50,7 +59,10 @@ async fn append_read_and_reopen() {
     assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 2 });
     assert_eq!(log.append(vec![ev("c", "{}")]).await.unwrap(), vec![3]);
     // A dedupe id survives the reopen too.
-    assert_eq!(log.append(vec![ev("a", "{\"x\":1}")]).await.unwrap(), vec![1]);
+    assert_eq!(
+        log.append(vec![ev("a", "{\"x\":1}")]).await.unwrap(),
+        vec![1]
+    );
 }
 
 #[tokio::test]
@@ -61,7 +73,9 @@ async fn dedupe_window() {
     assert_eq!(log.append(vec![ev("a", "{}")]).await.unwrap(), vec![1]);
     // Same id inside the window (also twice within one batch): original seq, nothing appended.
     assert_eq!(
-        log.append(vec![ev("a", "{}"), ev("b", "{}"), ev("b", "{}")]).await.unwrap(),
+        log.append(vec![ev("a", "{}"), ev("b", "{}"), ev("b", "{}")])
+            .await
+            .unwrap(),
         vec![1, 2, 2]
     );
     clock.advance(DEDUPE_WINDOW_MS - 1);
@@ -94,9 +108,16 @@ async fn concurrent_appends_share_commits() {
         seqs.extend(t.await.unwrap());
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "every append got its own seq");
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<Vec<u64>>(),
+        "every append got its own seq"
+    );
     let commits = log.commits() - before;
-    assert!(commits < 200, "200 concurrent appends took {commits} commits");
+    assert!(
+        commits < 200,
+        "200 concurrent appends took {commits} commits"
+    );
 }
 
 #[tokio::test]
@@ -113,7 +134,10 @@ async fn retention_by_count_and_age() {
     }
     assert_eq!(log.bounds().await.unwrap(), Bounds { first: 3, last: 5 });
     let read = log.read(0, 10).await.unwrap();
-    assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(
+        read.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
     clock.advance(11_000);
     log.append(vec![ev("late", "{}")]).await.unwrap();
     // Everything older than 10 s is gone; the newest event is always kept.
@@ -129,7 +153,11 @@ async fn oversized_events_are_refused() {
         log.append(vec![ev("ok", "{}"), ev("big", &big)]).await,
         Err(LogError::TooLarge { .. })
     ));
-    assert_eq!(log.bounds().await.unwrap().last, 0, "nothing of the batch was appended");
+    assert_eq!(
+        log.bounds().await.unwrap().last,
+        0,
+        "nothing of the batch was appended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,10 +169,16 @@ async fn tail_replays_then_follows() {
         .unwrap();
     let mut tail = log.clone().tail(1);
     let first = tail.next(3).await.unwrap();
-    assert_eq!(first.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(
+        first.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
     assert!(!first.caught_up);
     let second = tail.next(3).await.unwrap();
-    assert_eq!(second.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(
+        second.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![5]
+    );
     assert!(second.caught_up);
     let idle = tail.next(3).await.unwrap();
     assert!(idle.events.is_empty() && idle.caught_up);
@@ -156,7 +190,10 @@ async fn tail_replays_then_follows() {
         .await
         .expect("tail woke up")
         .unwrap();
-    assert_eq!(live.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
+    assert_eq!(
+        live.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![6]
+    );
 }
 
 #[test]
@@ -164,7 +201,10 @@ fn records_round_trip_and_corruption_is_an_error() {
     let mut buf = Vec::new();
     encode_record(&mut buf, &ev("id-1", "{\"a\":1}"), 42);
     let r = split_record(&buf).unwrap();
-    assert_eq!((r.subject, r.dedupe_id, r.time_ms, r.payload), ("cellos.events.other.id-1", "id-1", 42, &b"{\"a\":1}"[..]));
+    assert_eq!(
+        (r.subject, r.dedupe_id, r.time_ms, r.payload),
+        ("cellos.events.other.id-1", "id-1", 42, &b"{\"a\":1}"[..])
+    );
     for cut in 0..buf.len() - 7 {
         let _ = split_record(&buf[..cut]);
     }

@@ -63,29 +63,57 @@ fn cell_rules() {
     let mut s = State::default();
     // No cellId, no specId: ignored, no record.
     let no_id = cell("lifecycle.v1.started", r#"{"specId":"sp"}"#, None);
-    assert_eq!(run(&mut s, 1, &no_id), Outcome::Ignored(Ignored::MissingCellId));
+    assert_eq!(
+        run(&mut s, 1, &no_id),
+        Outcome::Ignored(Ignored::MissingCellId)
+    );
     let no_spec = cell("lifecycle.v1.started", r#"{"cellId":"c"}"#, None);
-    assert_eq!(run(&mut s, 2, &no_spec), Outcome::Ignored(Ignored::MissingSpecId));
+    assert_eq!(
+        run(&mut s, 2, &no_spec),
+        Outcome::Ignored(Ignored::MissingSpecId)
+    );
     assert_eq!(s.cell_count(), 0);
     // command.completed on an unseen cell creates a pending record; empty specId back-fills.
-    let completed = cell("command.v1.completed", r#"{"cellId":"c","specId":""}"#, None);
+    let completed = cell(
+        "command.v1.completed",
+        r#"{"cellId":"c","specId":""}"#,
+        None,
+    );
     assert_eq!(run(&mut s, 3, &completed), Outcome::Applied);
     assert_eq!(s.cell("c").unwrap().state, CellState::Pending);
-    let started = cell("lifecycle.v1.started", r#"{"cellId":"c","specId":"sp"}"#, None);
+    let started = cell(
+        "lifecycle.v1.started",
+        r#"{"cellId":"c","specId":"sp"}"#,
+        None,
+    );
     run(&mut s, 4, &started);
     let c = s.cell("c").unwrap();
     assert_eq!((c.state, &*c.spec_id), (CellState::Running, "sp"));
-    assert_eq!(c.started_at, None, "a started without time clears started_at");
+    assert_eq!(
+        c.started_at, None,
+        "a started without time clears started_at"
+    );
     // Destroyed is terminal.
-    let destroyed = cell("lifecycle.v1.destroyed", r#"{"cellId":"c","specId":"x"}"#, Some("t"));
+    let destroyed = cell(
+        "lifecycle.v1.destroyed",
+        r#"{"cellId":"c","specId":"x"}"#,
+        Some("t"),
+    );
     run(&mut s, 5, &destroyed);
     let before = s.clone();
     for (seq, ev) in [(6, &started), (7, &completed), (8, &destroyed)] {
-        assert_eq!(run(&mut s, seq, ev), Outcome::Ignored(Ignored::CellTerminal));
+        assert_eq!(
+            run(&mut s, seq, ev),
+            Outcome::Ignored(Ignored::CellTerminal)
+        );
     }
     assert_eq!(s, before);
     // destroyed on an unseen cell creates a destroyed record.
-    let d2 = cell("lifecycle.v1.destroyed", r#"{"cellId":"d","specId":"x"}"#, Some("t"));
+    let d2 = cell(
+        "lifecycle.v1.destroyed",
+        r#"{"cellId":"d","specId":"x"}"#,
+        Some("t"),
+    );
     run(&mut s, 9, &d2);
     assert_eq!(s.cell("d").unwrap().state, CellState::Destroyed);
     assert_eq!(s.cell("d").unwrap().started_at, None);
@@ -105,7 +133,11 @@ fn cells_correlate_with_formations() {
         &format!(r#"{{"cellId":"b","specId":"s","formationId":"{F1}"}}"#),
         None,
     );
-    let c = cell("lifecycle.v1.started", r#"{"cellId":"c","specId":"s"}"#, None);
+    let c = cell(
+        "lifecycle.v1.started",
+        r#"{"cellId":"c","specId":"s"}"#,
+        None,
+    );
     for (i, ev) in [&c, &b, &a].into_iter().enumerate() {
         run(&mut s, i as u64 + 1, ev);
     }
@@ -119,7 +151,11 @@ fn formation_phases_and_terminal_guard() {
     let mut s = State::default();
     let id = Uuid::parse_str(F1).unwrap();
     assert_eq!(
-        run(&mut s, 1, &formation("created", F1, "demo", "2026-01-01T00:00:00.000Z")),
+        run(
+            &mut s,
+            1,
+            &formation("created", F1, "demo", "2026-01-01T00:00:00.000Z")
+        ),
         Outcome::Applied
     );
     let f = s.formation(&id).unwrap();
@@ -132,11 +168,19 @@ fn formation_phases_and_terminal_guard() {
         (4, "running", FormationStatus::Running),
         (5, "completed", FormationStatus::Succeeded),
     ] {
-        run(&mut s, seq, &formation(phase, F1, "demo", "2026-01-01T00:00:05.000Z"));
+        run(
+            &mut s,
+            seq,
+            &formation(phase, F1, "demo", "2026-01-01T00:00:05.000Z"),
+        );
         assert_eq!(s.formation(&id).unwrap().status, status, "{phase}");
     }
     assert_eq!(
-        run(&mut s, 6, &formation("running", F1, "demo", "2026-01-02T00:00:00.000Z")),
+        run(
+            &mut s,
+            6,
+            &formation("running", F1, "demo", "2026-01-02T00:00:00.000Z")
+        ),
         Outcome::Ignored(Ignored::FormationTerminal)
     );
     let f = s.formation(&id).unwrap();
@@ -144,11 +188,19 @@ fn formation_phases_and_terminal_guard() {
     assert_eq!(f.updated_at.as_deref(), Some("2026-01-01T00:00:05.000Z"));
     assert_eq!(f.created_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
     assert_eq!(
-        run(&mut s, 7, &formation("created", F1, "demo", "2026-01-01T00:00:00.000Z")),
+        run(
+            &mut s,
+            7,
+            &formation("created", F1, "demo", "2026-01-01T00:00:00.000Z")
+        ),
         Outcome::Ignored(Ignored::DuplicateCreated)
     );
     assert_eq!(
-        run(&mut s, 8, &formation("exploded", F1, "demo", "2026-01-01T00:00:00.000Z")),
+        run(
+            &mut s,
+            8,
+            &formation("exploded", F1, "demo", "2026-01-01T00:00:00.000Z")
+        ),
         Outcome::Ignored(Ignored::UnknownPhase)
     );
 }
@@ -156,10 +208,18 @@ fn formation_phases_and_terminal_guard() {
 #[test]
 fn formation_ids_and_legacy_prefix() {
     let mut s = State::default();
-    let missing = r#"{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationName":"x"}}"#;
-    assert_eq!(run(&mut s, 1, missing), Outcome::Ignored(Ignored::MissingFormationId));
-    let bad = r#"{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"nope"}}"#;
-    assert_eq!(run(&mut s, 2, bad), Outcome::Ignored(Ignored::BadFormationId));
+    let missing =
+        r#"{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationName":"x"}}"#;
+    assert_eq!(
+        run(&mut s, 1, missing),
+        Outcome::Ignored(Ignored::MissingFormationId)
+    );
+    let bad =
+        r#"{"type":"dev.cellos.events.cell.formation.v1.created","data":{"formationId":"nope"}}"#;
+    assert_eq!(
+        run(&mut s, 2, bad),
+        Outcome::Ignored(Ignored::BadFormationId)
+    );
     let legacy = format!(
         r#"{{"type":"io.cellos.formation.v1.created","data":{{"formation_id":"{F2}","name":"legacy"}}}}"#
     );
@@ -175,8 +235,14 @@ fn formation_ids_and_legacy_prefix() {
     let f = s.formation(&Uuid::parse_str(F1).unwrap()).unwrap();
     assert_eq!(f.status, FormationStatus::Failed);
     assert_eq!(&f.document[..], br#"{"reason":"r"}"#);
-    assert_eq!(f.created_at, None, "a time that is not RFC 3339 is not used");
-    assert_eq!(run(&mut s, 5, r#"{"type":"x"}"#), Outcome::Ignored(Ignored::UnknownType));
+    assert_eq!(
+        f.created_at, None,
+        "a time that is not RFC 3339 is not used"
+    );
+    assert_eq!(
+        run(&mut s, 5, r#"{"type":"x"}"#),
+        Outcome::Ignored(Ignored::UnknownType)
+    );
 }
 
 #[test]
@@ -184,30 +250,54 @@ fn names_first_in_log_wins_and_are_reusable_after_terminal() {
     let mut s = State::default();
     let a = Uuid::parse_str(F1).unwrap();
     let b = Uuid::parse_str(F2).unwrap();
-    run(&mut s, 1, &formation("created", F1, "web", "2026-01-01T00:00:00Z"));
+    run(
+        &mut s,
+        1,
+        &formation("created", F1, "web", "2026-01-01T00:00:00Z"),
+    );
     assert_eq!(
-        run(&mut s, 2, &formation("created", F2, "web", "2026-01-01T00:00:00Z")),
+        run(
+            &mut s,
+            2,
+            &formation("created", F2, "web", "2026-01-01T00:00:00Z")
+        ),
         Outcome::Ignored(Ignored::NameConflict)
     );
     assert_eq!(s.rejection(&b), Some(Rejection { seq: 2, holder: a }));
     assert!(s.formation(&b).is_none());
     // Later events of the loser do not bring it to life.
     assert_eq!(
-        run(&mut s, 3, &formation("running", F2, "web", "2026-01-01T00:00:00Z")),
+        run(
+            &mut s,
+            3,
+            &formation("running", F2, "web", "2026-01-01T00:00:00Z")
+        ),
         Outcome::Ignored(Ignored::RejectedFormation)
     );
     assert_eq!(s.name_holder("web").unwrap().id, a);
-    run(&mut s, 4, &formation("cancelled", F1, "web", "2026-01-01T00:00:00Z"));
+    run(
+        &mut s,
+        4,
+        &formation("cancelled", F1, "web", "2026-01-01T00:00:00Z"),
+    );
     assert!(s.name_holder("web").is_none());
     assert_eq!(s.formation_by_name("web").unwrap().id, a);
     let c = "00000000-0000-4000-8000-000000000003";
     assert_eq!(
-        run(&mut s, 5, &formation("created", c, "web", "2026-01-01T00:00:00Z")),
+        run(
+            &mut s,
+            5,
+            &formation("created", c, "web", "2026-01-01T00:00:00Z")
+        ),
         Outcome::Applied
     );
     assert_eq!(s.formation_by_name("web").unwrap().id.to_string(), c);
     // A name is never renamed by later events.
-    run(&mut s, 6, &formation("running", c, "other", "2026-01-01T00:00:00Z"));
+    run(
+        &mut s,
+        6,
+        &formation("running", c, "other", "2026-01-01T00:00:00Z"),
+    );
     assert_eq!(&*s.formation_by_name("web").unwrap().name, "web");
     assert!(s.formation_by_name("other").is_none());
 }
@@ -215,15 +305,28 @@ fn names_first_in_log_wins_and_are_reusable_after_terminal() {
 #[test]
 fn rejections_are_bounded() {
     let mut s = State::default();
-    run(&mut s, 1, &formation("created", F1, "web", "2026-01-01T00:00:00Z"));
+    run(
+        &mut s,
+        1,
+        &formation("created", F1, "web", "2026-01-01T00:00:00Z"),
+    );
     let n = MAX_REMEMBERED_REJECTIONS as u64 + 10;
     for i in 0..n {
         let id = Uuid::from_u128(1000 + i as u128).to_string();
-        run(&mut s, 2 + i, &formation("created", &id, "web", "2026-01-01T00:00:00Z"));
+        run(
+            &mut s,
+            2 + i,
+            &formation("created", &id, "web", "2026-01-01T00:00:00Z"),
+        );
     }
     assert_eq!(s.rejections.len(), MAX_REMEMBERED_REJECTIONS);
-    assert!(s.rejection(&Uuid::from_u128(1000)).is_none(), "oldest forgotten first");
-    assert!(s.rejection(&Uuid::from_u128(1000 + n as u128 - 1)).is_some());
+    assert!(
+        s.rejection(&Uuid::from_u128(1000)).is_none(),
+        "oldest forgotten first"
+    );
+    assert!(s
+        .rejection(&Uuid::from_u128(1000 + n as u128 - 1))
+        .is_some());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,7 +355,14 @@ enum Op {
 }
 
 const PHASES: [&str; 8] = [
-    "created", "launching", "running", "degraded", "completed", "failed", "cancelled", "bogus",
+    "created",
+    "launching",
+    "running",
+    "degraded",
+    "completed",
+    "failed",
+    "cancelled",
+    "bogus",
 ];
 
 fn fid(i: u8) -> String {
@@ -272,15 +382,31 @@ fn time(t: Option<u8>) -> String {
 impl Op {
     fn json(&self) -> String {
         match self {
-            Op::Cell { kind, cell, spec, run, exit, outcome, formation, time: t } => {
-                let ty = ["lifecycle.v1.started", "command.v1.completed", "lifecycle.v1.destroyed"]
-                    [*kind as usize % 3];
+            Op::Cell {
+                kind,
+                cell,
+                spec,
+                run,
+                exit,
+                outcome,
+                formation,
+                time: t,
+            } => {
+                let ty = [
+                    "lifecycle.v1.started",
+                    "command.v1.completed",
+                    "lifecycle.v1.destroyed",
+                ][*kind as usize % 3];
                 let mut data = Vec::new();
                 if let Some(c) = cell {
                     data.push(format!("\"cellId\":\"c{c}\""));
                 }
                 if let Some(s) = spec {
-                    data.push(if *s == 0 { "\"specId\":\"\"".into() } else { format!("\"specId\":\"s{s}\"") });
+                    data.push(if *s == 0 {
+                        "\"specId\":\"\"".into()
+                    } else {
+                        format!("\"specId\":\"s{s}\"")
+                    });
                 }
                 if let Some(r) = run {
                     data.push(format!("\"runId\":\"r{r}\""));
@@ -292,7 +418,10 @@ impl Op {
                     data.push(format!("\"outcome\":\"o{o}\""));
                 }
                 if let Some(f) = formation {
-                    data.push(format!("\"correlation\":{{\"formationId\":\"{}\"}}", fid(*f)));
+                    data.push(format!(
+                        "\"correlation\":{{\"formationId\":\"{}\"}}",
+                        fid(*f)
+                    ));
                 }
                 format!(
                     "{{\"type\":\"dev.cellos.events.cell.{ty}\"{},\"data\":{{{}}}}}",
@@ -300,7 +429,12 @@ impl Op {
                     data.join(",")
                 )
             }
-            Op::Formation { phase, id, name, time: t } => {
+            Op::Formation {
+                phase,
+                id,
+                name,
+                time: t,
+            } => {
                 let mut data = Vec::new();
                 if let Some(i) = id {
                     data.push(format!("\"formationId\":\"{}\"", fid(*i)));
@@ -339,7 +473,19 @@ fn op() -> impl Strategy<Value = Op> {
 /// The rules restated as plainly as possible, on ordinary maps.
 #[derive(Default, Debug, PartialEq)]
 struct Model {
-    cells: BTreeMap<String, (String, Option<String>, &'static str, Option<String>, Option<String>, Option<String>, Option<String>, Option<i32>)>,
+    cells: BTreeMap<
+        String,
+        (
+            String,
+            Option<String>,
+            &'static str,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i32>,
+        ),
+    >,
     formations: BTreeMap<Uuid, (String, &'static str, Option<String>, Option<String>)>,
     newest_by_name: BTreeMap<String, Uuid>,
     rejected: BTreeMap<Uuid, Uuid>,
@@ -349,14 +495,38 @@ impl Model {
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Other => {}
-            Op::Cell { kind, cell, spec, run, exit, outcome, formation, time: t } => {
-                let (Some(c), Some(s)) = (cell, spec) else { return };
+            Op::Cell {
+                kind,
+                cell,
+                spec,
+                run,
+                exit,
+                outcome,
+                formation,
+                time: t,
+            } => {
+                let (Some(c), Some(s)) = (cell, spec) else {
+                    return;
+                };
                 let id = format!("c{c}");
-                let spec = if *s == 0 { String::new() } else { format!("s{s}") };
+                let spec = if *s == 0 {
+                    String::new()
+                } else {
+                    format!("s{s}")
+                };
                 let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
                 let f = formation.map(fid);
                 let rec = self.cells.entry(id).or_insert_with(|| {
-                    (spec.clone(), run.map(|r| format!("r{r}")), "pending", f.clone(), None, None, None, None)
+                    (
+                        spec.clone(),
+                        run.map(|r| format!("r{r}")),
+                        "pending",
+                        f.clone(),
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
                 });
                 if rec.2 == "destroyed" {
                     return;
@@ -389,7 +559,12 @@ impl Model {
                     }
                 }
             }
-            Op::Formation { phase, id, name, time: t } => {
+            Op::Formation {
+                phase,
+                id,
+                name,
+                time: t,
+            } => {
                 let phase = PHASES[*phase as usize % PHASES.len()];
                 let status = match phase {
                     "created" => "PENDING",
@@ -399,7 +574,9 @@ impl Model {
                     "cancelled" => "CANCELLED",
                     _ => return,
                 };
-                let Some(Ok(id)) = id.map(|i| Uuid::parse_str(&fid(i))) else { return };
+                let Some(Ok(id)) = id.map(|i| Uuid::parse_str(&fid(i))) else {
+                    return;
+                };
                 let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
                 let terminal = |s: &str| matches!(s, "SUCCEEDED" | "FAILED" | "CANCELLED");
                 if let Some(rec) = self.formations.get_mut(&id) {
@@ -472,7 +649,10 @@ impl Model {
             .all(|(id, holder)| s.rejection(id).map(|r| r.holder) == Some(*holder));
         let index_agrees = (0..4u8).chain([9]).all(|f| {
             let key = fid(f);
-            let from_index: Vec<String> = s.cells_of_formation(&key).map(|c| c.id.to_string()).collect();
+            let from_index: Vec<String> = s
+                .cells_of_formation(&key)
+                .map(|c| c.id.to_string())
+                .collect();
             let expected: Vec<String> = self
                 .cells
                 .iter()
@@ -481,7 +661,11 @@ impl Model {
                 .collect();
             from_index == expected
         });
-        cells == self.cells && formations == self.formations && names_agree && rejections_agree && index_agrees
+        cells == self.cells
+            && formations == self.formations
+            && names_agree
+            && rejections_agree
+            && index_agrees
     }
 }
 
