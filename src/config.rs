@@ -57,6 +57,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1024..=4_194_304))]
     pub ring_capacity: u64,
 
+    /// Frames a WebSocket subscriber may fall behind the newest before it is closed with 4008
+    /// (at most half the ring).
+    #[arg(long, env = "CELLOS_WS_MAX_BACKLOG", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(16..=2_097_152))]
+    pub ws_max_backlog: u64,
+
     /// How long a write waits for its event to be logged and applied before answering 503 (ms).
     #[arg(long, env = "CELLOS_WRITE_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -89,6 +95,7 @@ pub struct Config {
     pub retention_max_events: u64,
     pub max_connections: usize,
     pub ring_capacity: usize,
+    pub ws_max_backlog: usize,
     pub write_timeout: Duration,
     pub header_timeout: Duration,
     pub log_filter: String,
@@ -126,6 +133,7 @@ impl Args {
             retention_max_events: self.retention_max_events,
             max_connections: self.max_connections as usize,
             ring_capacity: self.ring_capacity as usize,
+            ws_max_backlog: self.ws_max_backlog as usize,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             log_filter: self.log_filter,
@@ -149,6 +157,7 @@ impl Config {
             retention_max_events: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ring_capacity: DEFAULT_RING_CAPACITY,
+            ws_max_backlog: 16_384,
             write_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             log_filter: "info".into(),

@@ -97,6 +97,30 @@ impl Ring {
         self.published().saturating_sub(self.capacity())
     }
 
+    /// The ring index of the first frame with a seq above `seq`, if the ring provably holds every
+    /// frame after `seq` (none was evicted between `seq` and the oldest frame kept).
+    pub fn position_after(&self, seq: u64) -> Option<u64> {
+        let published = self.published();
+        let oldest = self.oldest();
+        if oldest > 0 {
+            let first = self.get(oldest)?;
+            if first.seq > seq + 1 {
+                return None;
+            }
+        }
+        // Frames are in seq order: binary search for the first one above `seq`.
+        let (mut lo, mut hi) = (oldest, published);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid)?.seq <= seq {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(lo)
+    }
+
     /// A receiver that changes whenever new frames are published (value: `published()`).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.heads.subscribe()
@@ -172,5 +196,35 @@ mod tests {
         assert_eq!(&f.bytes[..], br#"{"seq":6,"event":{"a":1}}"#);
         assert!(ring.get(6).is_none());
         assert_eq!(ring.last_seq(), 6);
+    }
+
+    #[test]
+    fn position_after_proves_coverage() {
+        let (ring, mut w) = Ring::new(4);
+        assert_eq!(
+            ring.position_after(0),
+            Some(0),
+            "empty ring covers everything"
+        );
+        for seq in [2u64, 3, 5] {
+            w.push(seq, b"1", Arc::from("s"), None);
+        }
+        w.commit();
+        assert_eq!(
+            ring.position_after(0),
+            Some(0),
+            "never evicted: complete history"
+        );
+        assert_eq!(ring.position_after(3), Some(2));
+        assert_eq!(ring.position_after(9), Some(3));
+        for seq in [7u64, 8, 9] {
+            w.push(seq, b"1", Arc::from("s"), None);
+        }
+        w.commit();
+        // Frames 2 and 3 were evicted; the oldest kept is seq 5.
+        assert_eq!(ring.position_after(1), None);
+        assert_eq!(ring.position_after(3), None, "seq 4 may have had a frame");
+        assert_eq!(ring.position_after(4), Some(2));
+        assert_eq!(ring.position_after(7), Some(4));
     }
 }

@@ -5,7 +5,7 @@ pub mod auth;
 mod cells;
 mod events;
 mod formation_writes;
-mod formations;
+pub mod formations;
 mod meta;
 pub mod problem;
 pub mod query;
@@ -58,9 +58,16 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// Long-lived responses and upgraded sockets, which hyper's graceful shutdown does not track.
     pub tasks: TaskTracker,
+    /// One permit per open connection or WebSocket session (`--max-connections`).
+    pub connections: Arc<Semaphore>,
 }
 
 impl Ctx {
+    /// A connection slot, if one is free.
+    pub fn connection_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
+    }
+
     /// Appends one event and waits until it is applied; returns its seq.
     pub async fn append_and_wait(
         &self,
@@ -141,7 +148,6 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
         .max_concurrent_streams(256)
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -156,7 +162,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             _ = ctx.shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(permit) = ctx.connection_permit() else {
             ctx.metrics.connections_rejected.increment(1);
             tokio::spawn(refuse(stream));
             continue;

@@ -24,7 +24,7 @@ pub const MAX_BATCH_EVENTS: usize = 4096;
 /// Batches buffered between the tailer and the ingest thread.
 pub const BATCH_QUEUE: usize = 16;
 /// Most events applied between two snapshot publishes when batches queue up.
-pub const MAX_ROUND_EVENTS: usize = 65_536;
+pub const MAX_ROUND_EVENTS: usize = 8192;
 
 /// Per-round tallies, flushed to metrics at each publish.
 #[derive(Default)]

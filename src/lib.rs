@@ -29,6 +29,7 @@ pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod ws;
 
 pub use config::Config;
 pub use server::{start, start_with, Running};

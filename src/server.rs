@@ -117,6 +117,7 @@ pub async fn start_with(
         addr: config.bind.clone(),
         source,
     })?;
+    let config_max_connections = config.max_connections;
     let ctx = Arc::new(Ctx {
         config,
         reader,
@@ -127,6 +128,7 @@ pub async fn start_with(
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
     });
     let http = tokio::spawn(http::serve(listener, ctx.clone()));
     tracing::info!(bind = %addr, "cellos-server listening");

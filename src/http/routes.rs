@@ -176,10 +176,7 @@ async fn dispatch(
         (Route::Healthz, _) => Ok(meta::healthz()),
         (Route::Readyz, _) => meta::readyz(ctx),
         (Route::Metrics, _) => Ok(meta::metrics(ctx)),
-        (Route::WsEvents, _) => Err(ApiError::new(
-            Kind::ServiceUnavailable,
-            "WebSocket streaming is not available on this server yet",
-        )),
+        (Route::WsEvents, _) => crate::ws::upgrade(ctx, req),
         // Every other pairing was refused by the method check above.
         _ => Err(ApiError::new(
             Kind::Internal,

@@ -1,0 +1,389 @@
+//! `/ws/events` with a real WebSocket client over loopback: live frames, resume across the
+//! ring/log boundary, filters, auth, lag, retention, shutdown, and many sockets at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn connect(addr: std::net::SocketAddr, query: &str) -> Ws {
+    try_connect(addr, query, Some(TOKEN))
+        .await
+        .expect("upgrade")
+}
+
+async fn try_connect(
+    addr: std::net::SocketAddr,
+    query: &str,
+    token: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{addr}/ws/events{query}")
+        .into_client_request()
+        .unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect timed out")
+        .map(|(ws, _)| ws)
+}
+
+/// What the next message was.
+#[derive(Debug)]
+enum Got {
+    Frame(u64, Value, String),
+    Closed(Option<(u16, String)>),
+}
+
+async fn next(ws: &mut Ws) -> Got {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no message within the wait");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("frames are JSON");
+                let seq = v["seq"].as_u64().expect("frame has a seq");
+                return Got::Frame(seq, v["event"].clone(), t.to_string());
+            }
+            Some(Ok(Message::Close(c))) => {
+                return Got::Closed(c.map(|c| (u16::from(c.code), c.reason.to_string())))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Got::Closed(None),
+        }
+    }
+}
+
+async fn frames(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match next(ws).await {
+            Got::Frame(seq, ev, _) => out.push((seq, ev)),
+            Got::Closed(c) => panic!("closed after {} frames: {c:?}", out.len()),
+        }
+    }
+    out
+}
+
+fn cell_events(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| started(&format!("{prefix}-{i}"), "spec", None, &ts(i as u32)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_frames_carry_the_stored_bytes() {
+    let s = TestServer::start().await;
+    let mut ws = connect(s.addr, "").await;
+    let raw =
+        r#"{"specversion":"1.0","id":"x-1","source":"s",  "type":"t.one","data":{"k":[1, 2]}}"#;
+    let seq = s.ingest_raw(STRUCTURED, raw).await[0];
+    match next(&mut ws).await {
+        Got::Frame(got, _, text) => {
+            assert_eq!(got, seq);
+            assert_eq!(text, format!("{{\"seq\":{seq},\"event\":{raw}}}"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let seqs = s.ingest(&cell_events("c", 5)).await;
+    let got: Vec<u64> = frames(&mut ws, 5).await.into_iter().map(|f| f.0).collect();
+    assert_eq!(got, seqs);
+    ws.close(None).await.unwrap();
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_across_ring_and_log_under_concurrent_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.ring_capacity = 512;
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    for chunk in 0..10 {
+        c.ingest(&cell_events(&format!("a{chunk}"), 100)).await;
+    }
+    // 1000 events, twice what the ring holds: the oldest history comes from the log, the rest
+    // from the ring, then live events while a writer keeps ingesting.
+    let addr = c.addr;
+    let writer = tokio::spawn(async move {
+        let c = Client::new(addr);
+        for chunk in 0..25 {
+            c.ingest(&cell_events(&format!("b{chunk}"), 20)).await;
+        }
+    });
+    let mut ws = connect(c.addr, "?since=7").await;
+    let got: Vec<u64> = frames(&mut ws, 1493).await.into_iter().map(|f| f.0).collect();
+    writer.await.unwrap();
+    assert_eq!(got, (8..=1500).collect::<Vec<u64>>(), "gap-free and duplicate-free");
+    // since beyond the tail: nothing until newer events exist.
+    let mut ahead = connect(c.addr, "?since=1502").await;
+    c.ingest(&cell_events("late", 3)).await;
+    assert_eq!(frames(&mut ahead, 1).await[0].0, 1503);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_and_formation_filters() {
+    let s = TestServer::start().await;
+    let fid = new_fid();
+    s.ingest(&[formation_created(
+        &fid,
+        "team-a",
+        &ts(1),
+        document("team-a"),
+    )])
+    .await;
+    let mut by_name = connect(s.addr, "?formation=team-a&since=0").await;
+    let mut by_id = connect(s.addr, &format!("?formation={}", fid.to_uppercase())).await;
+    let mut cells_only = connect(s.addr, "?subject=cellos.events.cells.%3E").await;
+    let mut starts = connect(s.addr, "?subject=cellos.events.cells.*.started").await;
+    let mut correlated = started("in-team", "spec", None, &ts(2));
+    correlated["data"]["correlation"] = json!({"formationId": fid});
+    s.ingest(&[
+        started("loner", "spec", None, &ts(2)),
+        correlated,
+        destroyed("loner", "spec", "succeeded", &ts(3)),
+        formation_phase(&fid, "team-a", "running", &ts(4)),
+    ])
+    .await;
+    let names = |fs: Vec<(u64, Value)>| -> Vec<u64> { fs.into_iter().map(|f| f.0).collect() };
+    assert_eq!(names(frames(&mut by_name, 3).await), vec![1, 3, 5]);
+    assert_eq!(names(frames(&mut by_id, 2).await), vec![3, 5]);
+    assert_eq!(names(frames(&mut cells_only, 3).await), vec![2, 3, 4]);
+    assert_eq!(names(frames(&mut starts, 2).await), vec![2, 3]);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_upgrade() {
+    let s = TestServer::start().await;
+    let status = |e: tokio_tungstenite::tungstenite::Error| match e {
+        tokio_tungstenite::tungstenite::Error::Http(r) => r.status().as_u16(),
+        other => panic!("{other}"),
+    };
+    assert_eq!(
+        status(try_connect(s.addr, "", None).await.unwrap_err()),
+        401
+    );
+    assert_eq!(
+        status(try_connect(s.addr, "", Some("nope")).await.unwrap_err()),
+        401
+    );
+    assert_eq!(
+        status(
+            try_connect(s.addr, "?since=abc", Some(TOKEN))
+                .await
+                .unwrap_err()
+        ),
+        400
+    );
+    for bad in [
+        "foo.%3E",
+        "cellos.events.%3E.x",
+        "cellos.events..a",
+        "cellos.events",
+    ] {
+        let e = try_connect(s.addr, &format!("?subject={bad}"), Some(TOKEN)).await;
+        assert_eq!(status(e.unwrap_err()), 400, "{bad}");
+    }
+    assert_eq!(
+        status(
+            try_connect(s.addr, "?formation=nobody", Some(TOKEN))
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+    // A plain GET (no upgrade headers) is a problem, auth first.
+    let r = s.get_as("/ws/events", Auth::None).await;
+    assert_problem(&r, UNAUTHORIZED, "missing Authorization header");
+    let r = s.get("/ws/events").await;
+    assert_problem(
+        &r,
+        BAD_REQUEST,
+        "Connection header did not include 'upgrade'",
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_subscriber_is_closed_with_its_resume_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.ring_capacity = 1024;
+    config.ws_max_backlog = 16;
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    let mut slow = connect(c.addr, "").await;
+    let mut fast = connect(c.addr, "").await;
+    // ~24 MB of frames while `slow` reads nothing: its socket buffers fill and it falls behind.
+    let blob = "x".repeat(60_000);
+    let total = 400usize;
+    for chunk in 0..(total / 10) {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| {
+                cloud_event(
+                    "t.big",
+                    "load",
+                    None,
+                    json!({"n": chunk * 10 + i, "blob": blob}),
+                )
+            })
+            .collect();
+        c.ingest(&batch).await;
+        // The fast reader keeps up as the events arrive.
+        assert_eq!(frames(&mut fast, 10).await.len(), 10);
+    }
+    let mut last = 0;
+    let close = loop {
+        match next(&mut slow).await {
+            Got::Frame(seq, _, _) => {
+                assert_eq!(seq, last + 1, "frames before the close are gap-free");
+                last = seq;
+            }
+            Got::Closed(c) => break c,
+        }
+    };
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 4008);
+    assert_eq!(reason, format!("lagged; resume with since={last}"));
+    assert!((last as usize) < total);
+    // Resuming where it said gives the rest, from the log and then the ring.
+    let mut resumed = connect(c.addr, &format!("?since={last}")).await;
+    let rest: Vec<u64> = frames(&mut resumed, total - last as usize)
+        .await
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(rest, ((last + 1)..=total as u64).collect::<Vec<_>>());
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_before_retention_is_4410() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.retention_max_events = 5;
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    for i in 0..4 {
+        c.ingest(&cell_events(&format!("r{i}"), 5)).await;
+    }
+    let mut ws = connect(c.addr, "?since=3").await;
+    match next(&mut ws).await {
+        Got::Closed(Some((4410, reason))) => assert_eq!(reason, "retention-exhausted"),
+        other => panic!("expected 4410 and no frame first, got {other:?}"),
+    }
+    // Resuming inside the retained range works.
+    let mut ok = connect(c.addr, "?since=15").await;
+    assert_eq!(
+        frames(&mut ok, 5)
+            .await
+            .iter()
+            .map(|f| f.0)
+            .collect::<Vec<_>>(),
+        vec![16, 17, 18, 19, 20]
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_socket_with_1001() {
+    let s = TestServer::start().await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(connect(s.addr, "").await);
+    }
+    s.shutdown().await;
+    for ws in &mut sockets {
+        match next(ws).await {
+            Got::Closed(Some((code, _))) => assert_eq!(code, 1001),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_and_oversized_messages() {
+    let s = TestServer::start().await;
+    let mut ws = connect(s.addr, "").await;
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    ws.send(Message::Ping(vec![1, 2, 3].into())).await.unwrap();
+    let pong = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, Message::Pong(vec![1, 2, 3].into()));
+    ws.send(Message::Text("x".repeat(70_000).into()))
+        .await
+        .unwrap();
+    match next(&mut ws).await {
+        Got::Closed(Some((code, _))) => assert_eq!(code, 1009),
+        other => panic!("{other:?}"),
+    }
+    let mut polite = connect(s.addr, "").await;
+    polite
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    match next(&mut polite).await {
+        Got::Closed(Some((code, _))) => assert_eq!(code, 1000),
+        other => panic!("{other:?}"),
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sockets_receive_identical_ordered_streams() {
+    let s = TestServer::start().await;
+    let mut sockets = Vec::new();
+    for _ in 0..1000 {
+        sockets.push(connect(s.addr, "").await);
+    }
+    let addr = s.addr;
+    let writer = tokio::spawn(async move {
+        let c = Client::new(addr);
+        for chunk in 0..5 {
+            c.ingest(&cell_events(&format!("m{chunk}"), 10)).await;
+        }
+    });
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                frames(&mut ws, 50)
+                    .await
+                    .into_iter()
+                    .map(|f| f.0)
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    writer.await.unwrap();
+    for r in readers {
+        assert_eq!(r.await.unwrap(), (1..=50).collect::<Vec<u64>>());
+    }
+    s.shutdown().await;
+}
