@@ -2,6 +2,7 @@
 //! read snapshots and append to the log; none of them mutates state.
 
 pub mod auth;
+mod cell_events;
 mod cells;
 mod events;
 mod formation_writes;

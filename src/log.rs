@@ -65,6 +65,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// Up to `max` events with seq > `after`, ascending, bounded by [`MAX_READ_BYTES`].
     fn read(&self, after: u64, max: usize) -> BoxFuture<'_, Result<Vec<RawEvent>, LogError>>;
 
+    /// The events with these seqs that are still retained, in the order given. At most
+    /// [`MAX_READ_EVENTS`] seqs per call.
+    fn get(&self, seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<RawEvent>, LogError>>;
+
     /// The retained range right now.
     fn bounds(&self) -> BoxFuture<'_, Result<Bounds, LogError>>;
 

@@ -9,7 +9,7 @@ pub mod snapshot;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use imbl::{OrdMap, OrdSet};
+use imbl::{OrdMap, OrdSet, Vector};
 use uuid::Uuid;
 
 pub use apply::{apply, Ignored, Outcome};
@@ -18,6 +18,8 @@ pub use snapshot::{Publisher, Reader, Snapshot};
 /// How many name-conflict rejections are remembered (most recent first), so a writer can tell its
 /// client who holds the name. Older ones are forgotten in log order, deterministically.
 pub const MAX_REMEMBERED_REJECTIONS: usize = 4096;
+/// How many of a cell's most recent events are indexed (by seq) for `/v1/cells/{id}/events`.
+pub const MAX_CELL_EVENTS: usize = 1000;
 
 /// Formation status, as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +122,8 @@ pub struct State {
     cells_by_formation: OrdMap<Arc<str>, OrdSet<Arc<str>>>,
     rejections: OrdMap<Uuid, Rejection>,
     rejection_order: OrdMap<u64, Uuid>,
+    /// Cell id → seqs of the latest events naming it in `data.cellId` (any family), oldest first.
+    cell_events: OrdMap<Arc<str>, Vector<u64>>,
 }
 
 impl State {
@@ -163,6 +167,12 @@ impl State {
 
     pub fn cell_count(&self) -> usize {
         self.cells.len()
+    }
+
+    /// Seqs of the most recent events naming this cell (at most [`MAX_CELL_EVENTS`]), oldest
+    /// first; `None` when no event ever named it.
+    pub fn cell_event_seqs(&self, id: &str) -> Option<&Vector<u64>> {
+        self.cell_events.get(id)
     }
 
     /// The cells correlated with a formation id, in ascending id order.

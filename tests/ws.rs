@@ -128,9 +128,17 @@ async fn resume_across_ring_and_log_under_concurrent_ingest() {
         }
     });
     let mut ws = connect(c.addr, "?since=7").await;
-    let got: Vec<u64> = frames(&mut ws, 1493).await.into_iter().map(|f| f.0).collect();
+    let got: Vec<u64> = frames(&mut ws, 1493)
+        .await
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
     writer.await.unwrap();
-    assert_eq!(got, (8..=1500).collect::<Vec<u64>>(), "gap-free and duplicate-free");
+    assert_eq!(
+        got,
+        (8..=1500).collect::<Vec<u64>>(),
+        "gap-free and duplicate-free"
+    );
     // since beyond the tail: nothing until newer events exist.
     let mut ahead = connect(c.addr, "?since=1502").await;
     c.ingest(&cell_events("late", 3)).await;

@@ -106,6 +106,29 @@ impl EventsQuery {
     }
 }
 
+/// `/v1/cells/{id}/events`: `tail` and `follow`; other keys are ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CellEventsQuery {
+    pub tail: Option<usize>,
+    pub follow: bool,
+}
+
+impl CellEventsQuery {
+    pub fn parse(query: Option<&str>) -> Result<CellEventsQuery, ApiError> {
+        let mut q = CellEventsQuery::default();
+        let mut follow = None;
+        for (k, v) in pairs(query)? {
+            match k.as_str() {
+                "tail" => once(&mut q.tail, "tail", parse_num(&v)?)?,
+                "follow" => once(&mut follow, "follow", parse_num::<bool>(&v)?)?,
+                _ => {}
+            }
+        }
+        q.follow = follow.unwrap_or(false);
+        Ok(q)
+    }
+}
+
 /// `/ws/events`: `since`, `subject`, `formation`; other keys are ignored.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct WsQuery {
@@ -174,6 +197,9 @@ mod tests {
         assert_eq!(q.formation.as_deref(), Some("f"));
         assert!(EventsQuery::parse(Some("since=-1")).is_err());
         assert!(EventsQuery::parse(Some("since=18446744073709551616")).is_err());
+        let c = CellEventsQuery::parse(Some("follow=true&tail=5")).unwrap();
+        assert_eq!((c.tail, c.follow), (Some(5), true));
+        assert!(CellEventsQuery::parse(Some("follow=yes")).is_err());
         let ws = WsQuery::parse(Some("since=3&subject=cellos.events.%3E&formation=x&y=1")).unwrap();
         assert_eq!(ws.since, Some(3));
         assert_eq!(ws.subject.as_deref(), Some("cellos.events.>"));

@@ -9,7 +9,9 @@ use percent_encoding::percent_decode_str;
 
 use super::formations::Ident;
 use super::problem::{cut_path, ApiError, Kind};
-use super::{auth, cells, empty, events, formation_writes, formations, meta, problem, Body, Ctx};
+use super::{
+    auth, cell_events, cells, empty, events, formation_writes, formations, meta, problem, Body, Ctx,
+};
 
 /// A matched route. Path parameters stay percent-encoded until the handler (after auth) decodes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,7 @@ pub enum Route<'a> {
     FormationStatus(&'a str),
     Cells,
     Cell(&'a str),
+    CellEvents(&'a str),
     Events,
     Version,
     WsEvents,
@@ -43,6 +46,7 @@ impl Route<'_> {
             ["v1", "formations", ident, "status"] => Route::FormationStatus(ident),
             ["v1", "cells"] => Route::Cells,
             ["v1", "cells", id] => Route::Cell(id),
+            ["v1", "cells", id, "events"] => Route::CellEvents(id),
             ["v1", "events"] => Route::Events,
             ["v1", "version"] => Route::Version,
             ["ws", "events"] => Route::WsEvents,
@@ -74,6 +78,7 @@ impl Route<'_> {
             Route::FormationStatus(_) => "/v1/formations/{ident}/status",
             Route::Cells => "/v1/cells",
             Route::Cell(_) => "/v1/cells/{id}",
+            Route::CellEvents(_) => "/v1/cells/{id}/events",
             Route::Events => "/v1/events",
             Route::Version => "/v1/version",
             Route::WsEvents => "/ws/events",
@@ -157,6 +162,9 @@ async fn dispatch(
         (Route::FormationByName(name), true) => formations::get_by_name(ctx, &path_param(name)?),
         (Route::Cells, true) => cells::list(ctx, req.uri().query()),
         (Route::Cell(id), true) => cells::get(ctx, &path_param(id)?),
+        (Route::CellEvents(id), true) => {
+            cell_events::events(ctx, &path_param(id)?, req.uri().query()).await
+        }
         (Route::Formations, false) => formation_writes::create(ctx, req).await,
         (Route::Formation(ident), false) => {
             let ident = path_param(ident)?;

@@ -200,6 +200,31 @@ impl EventLog for EmbeddedLog {
         })
     }
 
+    fn get(&self, mut seqs: Vec<u64>) -> BoxFuture<'_, Result<Vec<RawEvent>, LogError>> {
+        let db = self.db.clone();
+        seqs.truncate(MAX_READ_EVENTS);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let tx = db.begin_read().map_err(storage)?;
+                let table = tx.open_table(EVENTS).map_err(storage)?;
+                let mut out = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    if let Some(v) = table.get(seq).map_err(storage)? {
+                        let (subject, payload) = decode_record(v.value())?;
+                        out.push(RawEvent {
+                            seq,
+                            subject: Arc::from(subject),
+                            payload: Bytes::copy_from_slice(payload),
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(storage)?
+        })
+    }
+
     fn bounds(&self) -> BoxFuture<'_, Result<Bounds, LogError>> {
         let b = *self.bounds.borrow();
         Box::pin(async move { Ok(b) })

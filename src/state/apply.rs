@@ -11,7 +11,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
+    CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State, MAX_CELL_EVENTS,
     MAX_REMEMBERED_REJECTIONS,
 };
 use crate::event::{Event, Kind, Phase};
@@ -101,6 +101,9 @@ pub fn status_of(phase: Phase) -> FormationStatus {
 
 /// Applies one event at log position `seq`.
 pub fn apply(state: &mut State, seq: u64, ev: &Event<'_>) -> Outcome {
+    if let Some(cell) = ev.cell_id {
+        index_cell_event(state, cell, seq);
+    }
     match ev.kind {
         Kind::CellStarted | Kind::CellCommandCompleted | Kind::CellDestroyed => {
             apply_cell(state, ev)
@@ -252,6 +255,17 @@ fn apply_formation(state: &mut State, seq: u64, phase: Phase, ev: &Event<'_>) ->
         state.names.insert(name, id);
     }
     Outcome::Applied
+}
+
+fn index_cell_event(state: &mut State, cell: &str, seq: u64) {
+    let seqs = match state.cell_events.get_mut(cell) {
+        Some(seqs) => seqs,
+        None => state.cell_events.entry(Arc::from(cell)).or_default(),
+    };
+    seqs.push_back(seq);
+    if seqs.len() > MAX_CELL_EVENTS {
+        seqs.pop_front();
+    }
 }
 
 fn remember_rejection(state: &mut State, id: Uuid, rejection: Rejection) {

@@ -53,6 +53,8 @@ async fn append_read_and_reopen() {
         assert_eq!(log.read(1, 10).await.unwrap().len(), 1);
         assert_eq!(log.read(0, 1).await.unwrap().len(), 1);
         assert!(log.read(2, 10).await.unwrap().is_empty());
+        let got = log.get(vec![2, 9, 1]).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 1]);
     }
     // Dropping the log released the file: it opens again and continues the sequence.
     let log = open(dir.path(), Retention::default(), system_clock());

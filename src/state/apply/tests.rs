@@ -100,14 +100,14 @@ fn cell_rules() {
         Some("t"),
     );
     run(&mut s, 5, &destroyed);
-    let before = s.clone();
+    let before = s.cell("c").cloned();
     for (seq, ev) in [(6, &started), (7, &completed), (8, &destroyed)] {
         assert_eq!(
             run(&mut s, seq, ev),
             Outcome::Ignored(Ignored::CellTerminal)
         );
     }
-    assert_eq!(s, before);
+    assert_eq!(s.cell("c").cloned(), before, "the record is unchanged");
     // destroyed on an unseen cell creates a destroyed record.
     let d2 = cell(
         "lifecycle.v1.destroyed",
@@ -117,6 +117,35 @@ fn cell_rules() {
     run(&mut s, 9, &d2);
     assert_eq!(s.cell("d").unwrap().state, CellState::Destroyed);
     assert_eq!(s.cell("d").unwrap().started_at, None);
+}
+
+#[test]
+fn cell_events_are_indexed_in_every_family_and_bounded() {
+    let mut s = State::default();
+    let other =
+        r#"{"type":"dev.cellos.events.cell.identity.v1.materialized","data":{"cellId":"c"}}"#;
+    assert_eq!(
+        run(&mut s, 1, other),
+        Outcome::Ignored(Ignored::UnknownType)
+    );
+    let no_spec = cell("lifecycle.v1.started", r#"{"cellId":"c"}"#, None);
+    run(&mut s, 2, &no_spec);
+    assert!(s.cell("c").is_none(), "no record without a specId");
+    assert_eq!(
+        s.cell_event_seqs("c")
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    for seq in 3..(MAX_CELL_EVENTS as u64 + 10) {
+        run(&mut s, seq, other);
+    }
+    let seqs = s.cell_event_seqs("c").unwrap();
+    assert_eq!(seqs.len(), MAX_CELL_EVENTS);
+    assert_eq!(seqs.front(), Some(&10));
+    assert!(s.cell_event_seqs("nobody").is_none());
 }
 
 #[test]

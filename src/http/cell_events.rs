@@ -1,0 +1,149 @@
+//! `GET /v1/cells/{id}/events[?tail=N][&follow=true]`: a cell's CloudEvents, oldest first, as a
+//! JSON array, or as an NDJSON stream that continues live (`cellctl logs [-f]`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+
+use super::problem::ApiError;
+use super::query::CellEventsQuery;
+use super::{json, Body, BoxError, Ctx};
+use crate::event::decode::Decoder;
+use crate::event::RawEvent;
+
+pub const DEFAULT_TAIL: usize = 100;
+pub const MAX_TAIL: usize = 1000;
+/// Chunks buffered for a slow follower before the follower task waits.
+const STREAM_QUEUE: usize = 16;
+/// Log events read per step while following.
+const FOLLOW_CHUNK: usize = 256;
+
+/// A response body fed by a task through a bounded channel; ends when the task drops its sender.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// One NDJSON line: the stored event with any raw line breaks (JSON whitespace) turned to spaces.
+fn ndjson_line(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend(
+        payload
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    out.push(b'\n');
+}
+
+pub async fn events(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let q = CellEventsQuery::parse(query)?;
+    let tail = q.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
+    let snap = ctx.reader.load();
+    let seqs = snap.state.cell_event_seqs(id);
+    if seqs.is_none() && snap.state.cell(id).is_none() {
+        return Err(ApiError::not_found(format!("cell {id} not found")));
+    }
+    let wanted: Vec<u64> = seqs
+        .map(|s| {
+            s.iter()
+                .skip(s.len().saturating_sub(tail))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default();
+    let cursor = snap.cursor;
+    drop(snap);
+    let events = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        ctx.log.get(wanted).await?
+    };
+    if !q.follow {
+        let mut out =
+            Vec::with_capacity(2 + events.iter().map(|e| e.payload.len() + 1).sum::<usize>());
+        out.push(b'[');
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&e.payload);
+        }
+        out.push(b']');
+        return Ok(json(StatusCode::OK, out));
+    }
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let mut head = Vec::new();
+    for e in &events {
+        ndjson_line(&mut head, &e.payload);
+    }
+    let follower_ctx = ctx.clone();
+    let cell = id.to_owned();
+    ctx.tasks.spawn(async move {
+        if !head.is_empty() && tx.send(Bytes::from(head)).await.is_err() {
+            return;
+        }
+        follow(follower_ctx, cell, cursor, tx).await;
+    });
+    let mut resp = Response::new(ChannelBody(rx).boxed_unsync());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+/// Streams the cell's events after `cursor` until the client goes away or the server stops. The
+/// ring only wakes the follower; events come from the log, so the stream has no gaps.
+async fn follow(ctx: Arc<Ctx>, cell: String, mut cursor: u64, tx: mpsc::Sender<Bytes>) {
+    let mut heads = ctx.ring.subscribe();
+    let mut decoder = Decoder::new();
+    loop {
+        let applied = *ctx.applied.borrow();
+        while cursor < applied {
+            let Ok(batch) = ctx.log.read(cursor, FOLLOW_CHUNK).await else {
+                return;
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let mut out = Vec::new();
+            for RawEvent { seq, payload, .. } in &batch {
+                cursor = *seq;
+                if decoder
+                    .decode(payload)
+                    .is_ok_and(|ev| ev.cell_id == Some(cell.as_str()))
+                {
+                    ndjson_line(&mut out, payload);
+                }
+            }
+            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() { return },
+            _ = tx.closed() => return,
+            _ = ctx.shutdown.cancelled() => return,
+        }
+    }
+}
