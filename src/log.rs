@@ -18,6 +18,9 @@ pub const MAX_READ_EVENTS: usize = 4096;
 /// A `read` stops adding events once it holds this many payload bytes (it always returns at least
 /// one event when one exists).
 pub const MAX_READ_BYTES: usize = 8 * 1024 * 1024;
+/// Longest dedupe id accepted. Longer ids are refused, never cut, so two different ids can
+/// never be taken for one another.
+pub const MAX_DEDUPE_ID_BYTES: usize = 1024;
 /// Appends with the same dedupe id within this window return the original seq.
 pub const DEDUPE_WINDOW_MS: u64 = 120_000;
 

@@ -15,7 +15,7 @@ use super::query::EventsQuery;
 use super::{json, Body, Ctx};
 use crate::event::decode::{DecodeError, Decoder};
 use crate::event::subject::ingest_subject;
-use crate::log::Append;
+use crate::log::{Append, MAX_DEDUPE_ID_BYTES};
 
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
@@ -216,6 +216,11 @@ pub fn parse_ingest(body: &Bytes, batch: bool) -> Result<Vec<Append>, ApiError> 
             }
         };
         let id = required("id", ev.id)?;
+        if id.len() > MAX_DEDUPE_ID_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "{at}.id: must be at most {MAX_DEDUPE_ID_BYTES} bytes"
+            )));
+        }
         required("source", ev.source)?;
         let ty = required("type", ev.ty)?;
         out.push(Append {
@@ -269,9 +274,7 @@ mod tests {
             "events[0]: must be a JSON object"
         );
         assert!(parse("{", false).unwrap_err().starts_with("invalid json: "));
-        assert!(parse(&format!("{OK}"), true)
-            .unwrap_err()
-            .starts_with("invalid json: "));
+        assert!(parse(OK, true).unwrap_err().starts_with("invalid json: "));
         // Deep nesting is refused (by the event decoder's depth limit), never a stack overflow.
         let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
         let err = parse(&deep, true).unwrap_err();

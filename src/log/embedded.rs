@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     Append, Bounds, BoxFuture, EventLog, LogError, LogTail, TailBatch, DEDUPE_WINDOW_MS,
-    MAX_READ_BYTES, MAX_READ_EVENTS,
+    MAX_DEDUPE_ID_BYTES, MAX_READ_BYTES, MAX_READ_EVENTS,
 };
 use crate::event::decode::MAX_EVENT_BYTES;
 use crate::event::RawEvent;
@@ -34,8 +34,6 @@ const WRITE_QUEUE: usize = 1024;
 const MAX_GROUP: usize = 256;
 /// Most expired events or dedupe entries removed per commit, so retention work stays bounded.
 const MAX_PRUNE_PER_COMMIT: usize = 4096;
-/// Longest dedupe id stored.
-pub const MAX_DEDUPE_ID_BYTES: usize = 1024;
 
 /// Retention of the embedded log, enforced at each commit.
 #[derive(Clone, Debug)]
@@ -173,6 +171,12 @@ impl EventLog for EmbeddedLog {
                     return Err(LogError::TooLarge {
                         size: e.payload.len(),
                         limit: MAX_EVENT_BYTES,
+                    });
+                }
+                if e.dedupe_id.len() > MAX_DEDUPE_ID_BYTES {
+                    return Err(LogError::TooLarge {
+                        size: e.dedupe_id.len(),
+                        limit: MAX_DEDUPE_ID_BYTES,
                     });
                 }
             }
@@ -398,7 +402,7 @@ fn commit_group(
         for req in group {
             let mut seqs = Vec::with_capacity(req.events.len());
             for e in &req.events {
-                let id = truncate_id(&e.dedupe_id);
+                let id = e.dedupe_id.as_str();
                 let hit = dedupe
                     .get(id)
                     .map_err(storage)?
@@ -421,17 +425,6 @@ fn commit_group(
     }
     tx.commit().map_err(storage)?;
     Ok((all_seqs, read_bounds(db)?))
-}
-
-fn truncate_id(id: &str) -> &str {
-    if id.len() <= MAX_DEDUPE_ID_BYTES {
-        return id;
-    }
-    let mut end = MAX_DEDUPE_ID_BYTES;
-    while !id.is_char_boundary(end) {
-        end -= 1;
-    }
-    &id[..end]
 }
 
 /// Drops expired dedupe entries and events past retention, a bounded amount per commit.
@@ -461,7 +454,7 @@ fn prune(
         if now.saturating_sub(rec.time_ms) < DEDUPE_WINDOW_MS {
             break;
         }
-        expired_ids.push((truncate_id(rec.dedupe_id).to_owned(), k.value()));
+        expired_ids.push((rec.dedupe_id.to_owned(), k.value()));
         floor = k.value() + 1;
     }
     for (id, seq) in expired_ids {
@@ -485,7 +478,7 @@ fn prune(
         if seq >= last || !(over_count || too_old) {
             break;
         }
-        doomed.push((seq, truncate_id(rec.dedupe_id).to_owned()));
+        doomed.push((seq, rec.dedupe_id.to_owned()));
     }
     for (seq, id) in doomed {
         events.remove(seq).map_err(storage)?;

@@ -499,23 +499,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A cell as the model sees it: spec, run, state, formation, started, destroyed, outcome, exit.
+type ModelCell = (
+    String,
+    Option<String>,
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+);
+/// A formation as the model sees it: name, status, created_at, updated_at.
+type ModelFormation = (String, &'static str, Option<String>, Option<String>);
+
 /// The rules restated as plainly as possible, on ordinary maps.
 #[derive(Default, Debug, PartialEq)]
 struct Model {
-    cells: BTreeMap<
-        String,
-        (
-            String,
-            Option<String>,
-            &'static str,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<i32>,
-        ),
-    >,
-    formations: BTreeMap<Uuid, (String, &'static str, Option<String>, Option<String>)>,
+    cells: BTreeMap<String, ModelCell>,
+    formations: BTreeMap<Uuid, ModelFormation>,
     newest_by_name: BTreeMap<String, Uuid>,
     rejected: BTreeMap<Uuid, Uuid>,
 }

@@ -1,0 +1,834 @@
+//! Black-box harness: an in-process server on a real loopback socket (or the real binary for
+//! crash tests), an HTTP client with timeouts, problem+json assertions and CloudEvent builders.
+//!
+//! Every network call goes to 127.0.0.1, has a timeout, and every wait loop is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+pub const TOKEN: &str = "t0k3n-for-tests";
+/// Upper bound on any single HTTP exchange.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound on waiting for `/readyz` (or the binary's listening line).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub const STRUCTURED: &str = "application/cloudevents+json";
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+pub const STARTED: &str = "dev.cellos.events.cell.lifecycle.v1.started";
+pub const DESTROYED: &str = "dev.cellos.events.cell.lifecycle.v1.destroyed";
+pub const COMMAND_COMPLETED: &str = "dev.cellos.events.cell.command.v1.completed";
+
+// ------------------------------------------------------------------------------------------------
+// Responses and problem+json
+
+/// A fully read response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).expect("response body is UTF-8")
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// The first value of a header, as a string.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    pub fn content_type(&self) -> Option<String> {
+        self.header("content-type")
+    }
+
+    /// Asserts the status, printing the body on failure.
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+
+    /// Asserts a 200 `application/json` response and returns its body as text.
+    pub fn ok_json_text(&self) -> String {
+        self.expect(200);
+        assert_eq!(self.content_type().as_deref(), Some("application/json"));
+        self.text()
+    }
+}
+
+/// A problem kind: HTTP status, `type` URI, `title`.
+pub type ProblemKind = (u16, &'static str, &'static str);
+
+pub const UNAUTHORIZED: ProblemKind = (401, "/problems/unauthorized", "Unauthorized");
+pub const BAD_REQUEST: ProblemKind = (400, "/problems/bad-request", "Bad Request");
+pub const NOT_FOUND: ProblemKind = (404, "/problems/not-found", "Not Found");
+pub const METHOD_NOT_ALLOWED: ProblemKind =
+    (405, "/problems/method-not-allowed", "Method Not Allowed");
+pub const PAYLOAD_TOO_LARGE: ProblemKind =
+    (413, "/problems/payload-too-large", "Payload Too Large");
+pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind = (
+    415,
+    "/problems/unsupported-media-type",
+    "Unsupported Media Type",
+);
+
+/// The exact body a problem must have: four keys, in order.
+pub fn problem_body(kind: ProblemKind, detail: &str) -> String {
+    let s = |v: &str| serde_json::to_string(v).unwrap();
+    format!(
+        "{{\"type\":{},\"title\":{},\"status\":{},\"detail\":{}}}",
+        s(kind.1),
+        s(kind.2),
+        kind.0,
+        s(detail)
+    )
+}
+
+/// Asserts a problem+json answer: status, exact content type, CORS header, and a body that is
+/// exactly `{"type","title","status","detail"}` in that order with these values.
+pub fn assert_problem(resp: &Resp, kind: ProblemKind, detail: &str) {
+    let body = resp.text();
+    assert_eq!(resp.status, kind.0, "status; body: {body}");
+    assert_eq!(
+        resp.content_type().as_deref(),
+        Some("application/problem+json"),
+        "content type; body: {body}"
+    );
+    assert_eq!(
+        resp.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    // Exactly four keys...
+    let v: Value = serde_json::from_str(&body).expect("problem body is JSON");
+    let obj = v.as_object().expect("problem body is an object");
+    assert_eq!(obj.len(), 4, "problem has exactly four keys: {body}");
+    // ...in this order in the raw text...
+    let positions: Vec<usize> = ["\"type\":", "\"title\":", "\"status\":", "\"detail\":"]
+        .iter()
+        .map(|k| {
+            body.find(k)
+                .unwrap_or_else(|| panic!("problem lacks {k}: {body}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "problem keys out of order: {body}"
+    );
+    // ...with exactly these values.
+    assert_eq!(body, problem_body(kind, detail));
+}
+
+/// Like [`assert_problem`] for HEAD answers, which carry no body.
+pub fn assert_head_problem(resp: &Resp, status: u16) {
+    assert_eq!(resp.status, status);
+    assert_eq!(
+        resp.content_type().as_deref(),
+        Some("application/problem+json")
+    );
+    assert!(resp.body.is_empty(), "HEAD answer has a body");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Client
+
+/// How a request authenticates.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth<'a> {
+    /// `Authorization: Bearer <TOKEN>`.
+    Token,
+    /// No `Authorization` header.
+    None,
+    /// This exact header value (bytes, so non-ASCII can be sent).
+    Raw(&'a [u8]),
+}
+
+/// An HTTP client bound to one server address.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    pub addr: SocketAddr,
+    pub base: String,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        assert!(addr.ip().is_loopback(), "tests talk to loopback only");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("building the HTTP client");
+        Client {
+            http,
+            addr,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method.clone(), &url);
+        match auth {
+            Auth::Token => {
+                req = req.header("authorization", format!("Bearer {TOKEN}"));
+            }
+            Auth::None => {}
+            Auth::Raw(v) => {
+                req = req.header(
+                    "authorization",
+                    HeaderValue::from_bytes(v).expect("a valid header value"),
+                );
+            }
+        }
+        for (k, v) in headers {
+            req = req.header(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: reading body: {e}"));
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, Auth::Token, &[], None).await
+    }
+
+    pub async fn get_as(&self, path: &str, auth: Auth<'_>) -> Resp {
+        self.send(Method::GET, path, auth, &[], None).await
+    }
+
+    pub async fn head(&self, path: &str) -> Resp {
+        self.send(Method::HEAD, path, Auth::Token, &[], None).await
+    }
+
+    /// GET that must answer 200 `application/json`; returns the raw body.
+    pub async fn get_ok(&self, path: &str) -> Bytes {
+        let r = self.get(path).await;
+        r.expect(200);
+        assert_eq!(
+            r.content_type().as_deref(),
+            Some("application/json"),
+            "GET {path}"
+        );
+        r.body
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let body = self.get_ok(path).await;
+        serde_json::from_slice(&body).expect("JSON body")
+    }
+
+    /// POST /v1/events with this content type and body, authenticated.
+    pub async fn post_events(&self, content_type: &str, body: impl Into<Vec<u8>>) -> Resp {
+        self.send(
+            Method::POST,
+            "/v1/events",
+            Auth::Token,
+            &[("content-type", content_type)],
+            Some(body.into()),
+        )
+        .await
+    }
+
+    /// POST /v1/events that may fail at the transport level (the server may be killed).
+    pub async fn try_post_events(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Resp, reqwest::Error> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/events", self.base))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?;
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Posts a raw batch body that must be accepted; returns the seqs.
+    pub async fn ingest_raw(&self, content_type: &str, body: impl Into<Vec<u8>>) -> Vec<u64> {
+        let r = self.post_events(content_type, body).await;
+        r.expect(202);
+        assert_eq!(r.content_type().as_deref(), Some("application/json"));
+        seqs_of(&r)
+    }
+
+    /// Posts events as one batch; they must be accepted. Returns their seqs.
+    pub async fn ingest(&self, events: &[Value]) -> Vec<u64> {
+        let body = serde_json::to_vec(events).unwrap();
+        let seqs = self.ingest_raw(BATCH, body).await;
+        assert_eq!(seqs.len(), events.len());
+        seqs
+    }
+
+    /// Posts one event in structured mode; it must be accepted. Returns its seq.
+    pub async fn ingest_one(&self, event: &Value) -> u64 {
+        let seqs = self
+            .ingest_raw(STRUCTURED, serde_json::to_vec(event).unwrap())
+            .await;
+        assert_eq!(seqs.len(), 1);
+        seqs[0]
+    }
+
+    /// One page of `/v1/events`: (seq, event) pairs and the cursor.
+    pub async fn events_page(&self, query: &str) -> (Vec<(u64, Value)>, u64) {
+        let v = self.get_json(&format!("/v1/events{query}")).await;
+        let events = v["events"]
+            .as_array()
+            .expect("events array")
+            .iter()
+            .map(|f| (f["seq"].as_u64().expect("seq"), f["event"].clone()))
+            .collect();
+        (events, v["cursor"].as_u64().expect("cursor"))
+    }
+
+    /// Every event in the log, paging with `since = cursor` (bounded number of pages).
+    pub async fn all_events(&self) -> Vec<(u64, Value)> {
+        let mut out = Vec::new();
+        let mut since = 0;
+        for _ in 0..1000 {
+            let (page, cursor) = self
+                .events_page(&format!("?since={since}&limit=1000"))
+                .await;
+            if page.is_empty() {
+                return out;
+            }
+            assert!(cursor > since, "cursor must advance past a non-empty page");
+            out.extend(page);
+            since = cursor;
+        }
+        panic!("too many pages");
+    }
+
+    /// Polls `/readyz` until 200; fails loudly after [`READY_TIMEOUT`].
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.http.get(format!("{}/readyz", self.base)).send(),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(r)) if r.status().as_u16() == 200 => return,
+                Ok(Ok(r)) => {
+                    last = format!(
+                        "{} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_else(|e| e.to_string())
+                    )
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "server at {} not ready within {READY_TIMEOUT:?}: {last}",
+            self.addr
+        );
+    }
+}
+
+/// The `seqs` of a 202 answer.
+pub fn seqs_of(r: &Resp) -> Vec<u64> {
+    let v = r.json();
+    let obj = v.as_object().expect("202 body is an object");
+    assert_eq!(obj.len(), 1, "202 body is exactly {{\"seqs\":[…]}}: {v}");
+    v["seqs"]
+        .as_array()
+        .expect("seqs array")
+        .iter()
+        .map(|s| s.as_u64().expect("seq is a u64"))
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// In-process server
+
+/// A server running in this process on 127.0.0.1:0 with its own data directory.
+pub struct TestServer {
+    running: Option<cellos_server::Running>,
+    dir: Option<TempDir>,
+    pub client: Client,
+}
+
+impl Deref for TestServer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl TestServer {
+    /// Starts on a fresh data directory and waits until ready.
+    pub async fn start() -> TestServer {
+        Self::start_in(tempfile::tempdir().expect("temp dir")).await
+    }
+
+    /// Starts on an existing data directory (a restart) and waits until ready.
+    pub async fn start_in(dir: TempDir) -> TestServer {
+        let server = Self::start_in_unready(dir).await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts on a data directory and returns as soon as the listener is bound (replay may
+    /// still be running).
+    pub async fn start_in_unready(dir: TempDir) -> TestServer {
+        let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+        let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
+            .await
+            .expect("server start timed out")
+            .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+        let client = Client::new(running.local_addr());
+        TestServer {
+            running: Some(running),
+            dir: Some(dir),
+            client,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.as_ref().unwrap().path()
+    }
+
+    /// Graceful shutdown; returns the data directory for a restart.
+    pub async fn shutdown(mut self) -> TempDir {
+        let running = self.running.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+            .await
+            .expect("shutdown timed out");
+        self.dir.take().unwrap()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The real binary (for kill -9)
+
+/// The `cellos-server` binary running as a child process on 127.0.0.1:0.
+pub struct BinServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub client: Client,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Deref for BinServer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl BinServer {
+    /// Spawns the binary on `data_dir`, parses the bound address from its JSON log, waits ready.
+    pub async fn spawn(data_dir: &Path) -> BinServer {
+        let data_dir: PathBuf = data_dir.to_path_buf();
+        let (child, addr, output) = tokio::task::spawn_blocking(move || spawn_blocking(&data_dir))
+            .await
+            .expect("spawning the binary");
+        let client = Client::new(addr);
+        let server = BinServer {
+            child: Some(child),
+            addr,
+            client,
+            output,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_blocking(data_dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cellos-server"))
+        .env("CELLOS_SERVER_API_TOKEN", TOKEN)
+        .env("CELLOS_SERVER_BIND", "127.0.0.1:0")
+        .env("CELLOS_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info")
+        .env_remove("CELLOS_NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning cellos-server");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let out = output.clone();
+    std::thread::spawn(move || {
+        // Keeps draining until EOF so the child never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            out.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let err = output.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        if !s.is_empty() {
+            err.lock().unwrap().push(format!("[stderr] {s}"));
+        }
+    });
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "cellos-server did not log its listening address; output:\n{}",
+                    output.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "cellos-server listening" {
+            let bind = v["fields"]["bind"].as_str().expect("fields.bind");
+            let addr: SocketAddr = bind.parse().expect("bind is an address");
+            return (child, addr, output);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 (for what the client library cannot send, e.g. chunked bodies)
+
+/// Writes `request` to the server (write errors after the server answered are ignored) and reads
+/// until the server closes: (status, head, body).
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let _ = s.flush();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        // Stop once a full response with a Content-Length body is in.
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            if let Some(len) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    }
+    let end = find(&buf, b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, head, buf[end + 4..].to_vec())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ------------------------------------------------------------------------------------------------
+// CloudEvents
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A CloudEvent id unique in this test process.
+pub fn fresh_id() -> String {
+    format!(
+        "ev-{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `2026-01-01T00:MM:SS.000Z` for a number of seconds (< 3600).
+pub fn ts(secs: u32) -> String {
+    format!("2026-01-01T00:{:02}:{:02}.000Z", secs / 60, secs % 60)
+}
+
+/// A CloudEvent with a fresh id.
+pub fn cloud_event(ty: &str, source: &str, time: Option<&str>, data: Value) -> Value {
+    let mut ev = json!({
+        "specversion": "1.0",
+        "id": fresh_id(),
+        "source": source,
+        "type": ty,
+        "datacontenttype": "application/json",
+        "data": data,
+    });
+    if let Some(t) = time {
+        ev["time"] = json!(t);
+    }
+    ev
+}
+
+pub fn started(cell: &str, spec: &str, run: Option<&str>, time: &str) -> Value {
+    let mut data = json!({"cellId": cell, "specId": spec, "ttlSeconds": 300});
+    if let Some(r) = run {
+        data["runId"] = json!(r);
+    }
+    cloud_event(STARTED, "cellos-supervisor", Some(time), data)
+}
+
+pub fn command_completed(cell: &str, spec: &str, exit_code: i64, time: &str) -> Value {
+    cloud_event(
+        COMMAND_COMPLETED,
+        "cellos-supervisor",
+        Some(time),
+        json!({"cellId": cell, "specId": spec, "exitCode": exit_code, "durationMs": 12,
+               "argv": ["/bin/true"]}),
+    )
+}
+
+pub fn destroyed(cell: &str, spec: &str, outcome: &str, time: &str) -> Value {
+    cloud_event(
+        DESTROYED,
+        "cellos-supervisor",
+        Some(time),
+        json!({"cellId": cell, "specId": spec, "ttlSeconds": 300, "outcome": outcome}),
+    )
+}
+
+pub fn formation_type(phase: &str) -> String {
+    format!("dev.cellos.events.cell.formation.v1.{phase}")
+}
+
+/// A `created` event carrying the document.
+pub fn formation_created(fid: &str, name: &str, time: &str, document: Value) -> Value {
+    cloud_event(
+        &formation_type("created"),
+        fid,
+        Some(time),
+        json!({"formationId": fid, "formationName": name, "cellCount": 2,
+               "failedCellIds": [], "document": document}),
+    )
+}
+
+/// A lifecycle event for an existing formation.
+pub fn formation_phase(fid: &str, name: &str, phase: &str, time: &str) -> Value {
+    cloud_event(
+        &formation_type(phase),
+        fid,
+        Some(time),
+        json!({"formationId": fid, "formationName": name, "cellCount": 2, "failedCellIds": []}),
+    )
+}
+
+/// A small formation document (flat shape).
+pub fn document(name: &str) -> Value {
+    json!({
+        "name": name,
+        "coordinator": "coord",
+        "members": [
+            {"id": "coord", "authority": {"egress": ["a.example"]}},
+            {"id": "worker", "parent": "coord", "authority": {"egress": ["a.example"]}}
+        ]
+    })
+}
+
+/// A fresh random formation id, lowercase hyphenated.
+pub fn new_fid() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+// ------------------------------------------------------------------------------------------------
+// Expected records
+
+fn jstr(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+fn jopt(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_owned(), jstr)
+}
+
+/// Compact JSON with object keys sorted at every level (what formation documents render as).
+pub fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let members: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", jstr(k), canonical(&m[k])))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => serde_json::to_string(other).unwrap(),
+    }
+}
+
+/// The exact bytes of a formation record.
+pub fn formation_record(
+    id: &str,
+    name: &str,
+    status: &str,
+    document: &Value,
+    created_at: Option<&str>,
+    updated_at: Option<&str>,
+) -> String {
+    format!(
+        "{{\"id\":{},\"name\":{},\"status\":{},\"document\":{},\"created_at\":{},\"updated_at\":{}}}",
+        jstr(id),
+        jstr(name),
+        jstr(status),
+        canonical(document),
+        jopt(created_at),
+        jopt(updated_at)
+    )
+}
+
+/// A cell record as clients see it.
+#[derive(Clone, Debug, Default)]
+pub struct CellRec<'a> {
+    pub id: &'a str,
+    pub spec_id: &'a str,
+    pub run_id: Option<&'a str>,
+    pub state: &'a str,
+    pub formation_id: Option<&'a str>,
+    pub started_at: Option<&'a str>,
+    pub destroyed_at: Option<&'a str>,
+    pub outcome: Option<&'a str>,
+    pub exit_code: Option<i64>,
+}
+
+impl CellRec<'_> {
+    /// The exact bytes: every key, in order, `null` when unset, `status` mirroring `state`.
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"id\":{},\"spec_id\":{},\"run_id\":{},\"state\":{},\"status\":{},\"formation_id\":{},\"started_at\":{},\"destroyed_at\":{},\"outcome\":{},\"exit_code\":{}}}",
+            jstr(self.id),
+            jstr(self.spec_id),
+            jopt(self.run_id),
+            jstr(self.state),
+            jstr(self.state),
+            jopt(self.formation_id),
+            jopt(self.started_at),
+            jopt(self.destroyed_at),
+            jopt(self.outcome),
+            self.exit_code.map_or_else(|| "null".to_owned(), |c| c.to_string())
+        )
+    }
+}
+
+/// Percent-encodes every byte outside the RFC 3986 unreserved set (for path segments).
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
