@@ -223,7 +223,10 @@ impl Default for TailStatus {
 }
 
 /// Why the server is not ready, if it is not.
-pub fn not_ready_reason(status: &TailStatus, cursor: u64) -> Option<String> {
+pub fn not_ready_reason(status: &TailStatus, log: &dyn EventLog, cursor: u64) -> Option<String> {
+    if let Err(why) = log.health() {
+        return Some(format!("event log unreachable: {why}"));
+    }
     if !status.log_ok.load(Ordering::Acquire) {
         let why = status
             .last_error

@@ -77,6 +77,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// An ordered tail of every event with seq > `after`: replay, then live, on one path.
     fn tail(self: Arc<Self>, after: u64) -> Box<dyn LogTail>;
+
+    /// Whether the log is reachable right now (`Err` says why); `/readyz` reports it.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 pub trait LogTail: Send {
