@@ -395,3 +395,36 @@ async fn a_thousand_sockets_receive_identical_ordered_streams() {
     }
     s.shutdown().await;
 }
+
+#[test]
+fn asyncapi_documents_the_query_and_close_codes() {
+    let doc: Value = serde_json::from_str(include_str!("../contracts/asyncapi.json")).unwrap();
+    let query = &doc["channels"]["events"]["bindings"]["ws"]["query"]["properties"];
+    for key in ["since", "subject", "formation"] {
+        assert!(
+            query.get(key).is_some(),
+            "query parameter {key} undocumented"
+        );
+    }
+    let codes = &doc["x-close-codes"];
+    for code in [
+        cellos_server::ws::CLOSE_LAGGED,
+        cellos_server::ws::CLOSE_RETENTION,
+        1001,
+        1008,
+        1009,
+    ] {
+        assert!(
+            codes.get(code.to_string()).is_some(),
+            "close code {code} undocumented"
+        );
+    }
+    assert!(codes["4008"]
+        .as_str()
+        .unwrap()
+        .starts_with("lagged; resume with since="));
+    assert!(codes["4410"]
+        .as_str()
+        .unwrap()
+        .starts_with("retention-exhausted"));
+}
