@@ -70,6 +70,19 @@ pub fn admit(body: &[u8]) -> Result<Admitted, Rejection> {
     let document = normalize(value)?;
     let doc: FormationDocument =
         FormationDocument::deserialize(&document).map_err(|e| bad(format!("invalid json: {e}")))?;
+    // serde also reads structs from arrays; only the object shapes are documents.
+    if !document.is_object() {
+        return Err(bad(
+            "invalid json: invalid type: sequence, expected struct FormationDocument",
+        ));
+    }
+    if let Some(Value::Array(members)) = document.get("members") {
+        if members.iter().any(|m| !m.is_object()) {
+            return Err(bad(
+                "invalid json: invalid type: sequence, expected struct FormationMember",
+            ));
+        }
+    }
     check_name(&doc.name)?;
     check_authority(&doc)?;
     Ok(Admitted {

@@ -45,6 +45,17 @@ fn json_and_shape_errors() {
         detail(&json!([])),
         "invalid json: invalid length 0, expected struct FormationDocument with 3 elements"
     );
+    // Arrays that serde would read as structs are not documents.
+    assert_eq!(
+        admit(br#"["arr-doc","c",[{"id":"c"}]]"#)
+            .unwrap_err()
+            .detail(),
+        "invalid json: invalid type: sequence, expected struct FormationDocument"
+    );
+    assert_eq!(
+        detail(&json!({"name": "a", "coordinator": "c", "members": [["c"]]})),
+        "invalid json: invalid type: sequence, expected struct FormationMember"
+    );
     // authorizedBy: null counts as absent.
     let doc = flat(json!([{"id": "c", "authorizedBy": null}]));
     assert!(admit_json(&doc).is_ok());
