@@ -4,7 +4,7 @@
 pub mod auth;
 mod cell_events;
 mod cells;
-mod events;
+pub mod events;
 mod formation_writes;
 pub mod formations;
 mod meta;
