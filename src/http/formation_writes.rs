@@ -44,6 +44,32 @@ async fn emit(ctx: &Ctx, ev: &FormationEvent<'_>) -> Result<u64, ApiError> {
     .await
 }
 
+/// Emits a lifecycle event for an existing formation and waits until it is applied.
+async fn transition(
+    ctx: &Ctx,
+    record: &FormationRecord,
+    phase: Phase,
+    failed_cell_ids: &[String],
+    reason: Option<&str>,
+) -> Result<u64, ApiError> {
+    let time = format_time(Utc::now());
+    emit(
+        ctx,
+        &FormationEvent {
+            event_id: Uuid::new_v4(),
+            formation_id: record.id,
+            formation_name: &record.name,
+            phase,
+            time: &time,
+            cell_count: record.member_count,
+            failed_cell_ids,
+            reason,
+            document: None,
+        },
+    )
+    .await
+}
+
 /// `POST /v1/formations`.
 pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, MAX_FORMATION_BODY).await?;
@@ -93,22 +119,7 @@ pub async fn delete(ctx: &Ctx, ident: Ident<'_>) -> Result<Response<Body>, ApiEr
         ident.resolve(&snap.state)?.clone()
     };
     if !record.status.is_terminal() {
-        let time = format_time(Utc::now());
-        emit(
-            ctx,
-            &FormationEvent {
-                event_id: Uuid::new_v4(),
-                formation_id: record.id,
-                formation_name: &record.name,
-                phase: Phase::Cancelled,
-                time: &time,
-                cell_count: record.member_count,
-                failed_cell_ids: &[],
-                reason: Some(DELETE_REASON),
-                document: None,
-            },
-        )
-        .await?;
+        transition(ctx, &record, Phase::Cancelled, &[], Some(DELETE_REASON)).await?;
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -188,22 +199,7 @@ pub async fn set_status(
         Phase::Degraded | Phase::Failed => request.failed_cells.unwrap_or_default(),
         _ => Vec::new(),
     };
-    let time = format_time(Utc::now());
-    emit(
-        ctx,
-        &FormationEvent {
-            event_id: Uuid::new_v4(),
-            formation_id: record.id,
-            formation_name: &record.name,
-            phase,
-            time: &time,
-            cell_count: record.member_count,
-            failed_cell_ids: &failed,
-            reason: request.reason.as_deref(),
-            document: None,
-        },
-    )
-    .await?;
+    transition(ctx, &record, phase, &failed, request.reason.as_deref()).await?;
     // Another writer may have ended the formation first; then this transition was ignored.
     let snap = ctx.reader.load();
     if let Some(now) = snap.state.formation(&record.id) {
