@@ -28,7 +28,7 @@ pub struct Args {
     pub bind: String,
 
     /// NATS server URL; when set, JetStream stream CELLOS_EVENTS is the event log.
-    #[arg(long, env = "CELLOS_NATS_URL")]
+    #[arg(long, env = "CELLOS_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
 
     /// Directory of the embedded event log (used when no NATS URL is set).
@@ -68,6 +68,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub write_timeout_ms: u64,
 
+    /// JetStream log: how long one round of publishes waits for its acks before the unacknowledged
+    /// events are published again with the same Nats-Msg-Id (3 rounds, then 503) (ms,
+    /// 100..=60000).
+    #[arg(long, env = "CELLOS_NATS_ACK_TIMEOUT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub nats_ack_timeout_ms: u64,
+
     /// Time allowed to receive a request's headers (ms).
     #[arg(long, env = "CELLOS_HEADER_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -97,6 +104,8 @@ pub struct Config {
     pub ring_capacity: usize,
     pub ws_max_backlog: usize,
     pub write_timeout: Duration,
+    /// JetStream log: wait for the acks of one round of publishes.
+    pub nats_ack_timeout: Duration,
     pub header_timeout: Duration,
     pub log_filter: String,
 }
@@ -135,6 +144,7 @@ impl Args {
             ring_capacity: self.ring_capacity as usize,
             ws_max_backlog: self.ws_max_backlog as usize,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            nats_ack_timeout: Duration::from_millis(self.nats_ack_timeout_ms),
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             log_filter: self.log_filter,
         })
@@ -159,6 +169,7 @@ impl Config {
             ring_capacity: DEFAULT_RING_CAPACITY,
             ws_max_backlog: 16_384,
             write_timeout: Duration::from_secs(10),
+            nats_ack_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(10),
             log_filter: "info".into(),
         }
@@ -197,5 +208,7 @@ mod tests {
         );
         assert!(Args::try_parse_from(["x", "--ring-capacity", "10"]).is_err());
         assert!(Args::try_parse_from(["x", "--max-connections", "0"]).is_err());
+        assert!(Args::try_parse_from(["x", "--nats-ack-timeout-ms", "10"]).is_err());
+        assert_eq!(c.nats_ack_timeout, Duration::from_secs(2));
     }
 }

@@ -2,6 +2,7 @@
 //! it; `embedded` (redb, the default) and the JetStream log implement it.
 
 pub mod embedded;
+pub mod jetstream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::event::decode::MAX_EVENT_BYTES;
 use crate::event::RawEvent;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -31,6 +33,25 @@ pub struct Append {
     pub payload: Bytes,
     /// The CloudEvent id: a retry with the same id inside the dedupe window appends nothing.
     pub dedupe_id: String,
+}
+
+/// Refuses a batch with an event or dedupe id over its bound (before anything is appended).
+pub fn check_appends(events: &[Append]) -> Result<(), LogError> {
+    for e in events {
+        if e.payload.len() > MAX_EVENT_BYTES {
+            return Err(LogError::TooLarge {
+                size: e.payload.len(),
+                limit: MAX_EVENT_BYTES,
+            });
+        }
+        if e.dedupe_id.len() > MAX_DEDUPE_ID_BYTES {
+            return Err(LogError::TooLarge {
+                size: e.dedupe_id.len(),
+                limit: MAX_DEDUPE_ID_BYTES,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The retained range of the log. `first > last` means nothing is retained.

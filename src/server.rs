@@ -15,6 +15,7 @@ use crate::fanout::Ring;
 use crate::http::{self, Ctx};
 use crate::ingest::{self, TailStatus, BATCH_QUEUE};
 use crate::log::embedded::{system_clock, EmbeddedLog, Retention};
+use crate::log::jetstream::{JetStreamLog, JetStreamOptions};
 use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
 use crate::state::snapshot;
@@ -30,8 +31,6 @@ pub enum StartError {
     },
     #[error("starting the ingest thread: {0}")]
     Thread(std::io::Error),
-    #[error("the JetStream event log is not available in this build")]
-    JetStreamUnavailable,
 }
 
 /// A running server. Dropping it without [`Running::shutdown`] leaves its tasks running.
@@ -60,7 +59,15 @@ async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
             .map_err(|e| LogError::Storage(e.to_string()))??;
             Ok(Arc::new(log))
         }
-        LogBackend::JetStream { .. } => Err(StartError::JetStreamUnavailable),
+        LogBackend::JetStream { url } => {
+            // Returns at once: an unreachable NATS is retried in the background (not ready,
+            // writes answer 503), never replaced by the embedded log.
+            let options = JetStreamOptions {
+                ack_timeout: config.nats_ack_timeout,
+                ..JetStreamOptions::default()
+            };
+            Ok(Arc::new(JetStreamLog::connect(url, options).await?))
+        }
     }
 }
 

@@ -15,10 +15,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Append, Bounds, BoxFuture, EventLog, LogError, LogTail, TailBatch, DEDUPE_WINDOW_MS,
-    MAX_DEDUPE_ID_BYTES, MAX_READ_BYTES, MAX_READ_EVENTS,
+    check_appends, Append, Bounds, BoxFuture, EventLog, LogError, LogTail, TailBatch,
+    DEDUPE_WINDOW_MS, MAX_READ_BYTES, MAX_READ_EVENTS,
 };
-use crate::event::decode::MAX_EVENT_BYTES;
 use crate::event::RawEvent;
 
 /// seq → record (see [`encode_record`]).
@@ -166,20 +165,7 @@ impl Drop for EmbeddedLog {
 impl EventLog for EmbeddedLog {
     fn append(&self, events: Vec<Append>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
         Box::pin(async move {
-            for e in &events {
-                if e.payload.len() > MAX_EVENT_BYTES {
-                    return Err(LogError::TooLarge {
-                        size: e.payload.len(),
-                        limit: MAX_EVENT_BYTES,
-                    });
-                }
-                if e.dedupe_id.len() > MAX_DEDUPE_ID_BYTES {
-                    return Err(LogError::TooLarge {
-                        size: e.dedupe_id.len(),
-                        limit: MAX_DEDUPE_ID_BYTES,
-                    });
-                }
-            }
+            check_appends(&events)?;
             if events.is_empty() {
                 return Ok(Vec::new());
             }

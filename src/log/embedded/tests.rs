@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
+use crate::event::decode::MAX_EVENT_BYTES;
 
 fn ev(id: &str, payload: &str) -> Append {
     Append {
