@@ -56,10 +56,17 @@ fn fanout(c: &mut Criterion) {
         // Warm the state to 10^5 cells.
         for i in 0..CELLS {
             seq += 1;
-            ingestor.ingest(&common::raw(seq, common::CELL_STARTED, i, i % 1000), &mut writer);
+            ingestor.ingest(
+                &common::raw(seq, common::CELL_STARTED, i, i % 1000),
+                &mut writer,
+            );
         }
         writer.commit();
-        let examples = [common::CELL_COMMAND_COMPLETED, common::CELL_STARTED, common::CELL_DESTROYED];
+        let examples = [
+            common::CELL_COMMAND_COMPLETED,
+            common::CELL_STARTED,
+            common::CELL_DESTROYED,
+        ];
         group.bench_function(BenchmarkId::from_parameter(subscribers), |b| {
             b.iter_custom(|iters| {
                 // Build the batches outside the timed part: only the ingest thread's work counts.

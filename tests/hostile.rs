@@ -230,7 +230,11 @@ async fn connections_beyond_the_cap() {
     let mut ok = false;
     for _ in 0..100 {
         let status = tokio::task::spawn_blocking(move || {
-            raw_http(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").0
+            raw_http(
+                addr,
+                b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .0
         })
         .await
         .unwrap();
