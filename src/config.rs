@@ -63,6 +63,16 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(16..=2_097_152))]
     pub ws_max_backlog: u64,
 
+    /// Seconds between WebSocket pings.
+    #[arg(long, env = "CELLOS_WS_PING_SECS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_ping_secs: u64,
+
+    /// Seconds without a pong after which a WebSocket is closed (1008).
+    #[arg(long, env = "CELLOS_WS_PONG_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ws_pong_timeout_secs: u64,
+
     /// How long a write waits for its event to be logged and applied before answering 503 (ms).
     #[arg(long, env = "CELLOS_WRITE_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -103,6 +113,8 @@ pub struct Config {
     pub max_connections: usize,
     pub ring_capacity: usize,
     pub ws_max_backlog: usize,
+    pub ws_ping_every: Duration,
+    pub ws_pong_timeout: Duration,
     pub write_timeout: Duration,
     /// JetStream log: wait for the acks of one round of publishes.
     pub nats_ack_timeout: Duration,
@@ -143,6 +155,8 @@ impl Args {
             max_connections: self.max_connections as usize,
             ring_capacity: self.ring_capacity as usize,
             ws_max_backlog: self.ws_max_backlog as usize,
+            ws_ping_every: Duration::from_secs(self.ws_ping_secs),
+            ws_pong_timeout: Duration::from_secs(self.ws_pong_timeout_secs),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             nats_ack_timeout: Duration::from_millis(self.nats_ack_timeout_ms),
             header_timeout: Duration::from_millis(self.header_timeout_ms),
@@ -168,6 +182,8 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ring_capacity: DEFAULT_RING_CAPACITY,
             ws_max_backlog: 16_384,
+            ws_ping_every: Duration::from_secs(25),
+            ws_pong_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             nats_ack_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(10),

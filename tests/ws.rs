@@ -428,3 +428,62 @@ fn asyncapi_documents_the_query_and_close_codes() {
         .unwrap()
         .starts_with("retention-exhausted"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_and_the_pong_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.ws_ping_every = Duration::from_secs(1);
+    config.ws_pong_timeout = Duration::from_millis(2500);
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    let addr = c.addr;
+    // A raw client that never answers pings: it sees pings, then a 1008 close.
+    let frames = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        tcp.write_all(format!("GET /ws/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let _ = tcp.read_to_end(&mut buf);
+        buf
+    })
+    .await
+    .unwrap();
+    let head_end = frames.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut rest = &frames[head_end..];
+    let mut opcodes = Vec::new();
+    let mut close_code = None;
+    while rest.len() >= 2 {
+        let (op, len) = (rest[0] & 0x0f, (rest[1] & 0x7f) as usize);
+        if op == 0x8 && len >= 2 {
+            close_code = Some(u16::from_be_bytes([rest[2], rest[3]]));
+        }
+        opcodes.push(op);
+        rest = &rest[(2 + len).min(rest.len())..];
+    }
+    assert!(
+        opcodes.iter().filter(|&&o| o == 0x9).count() >= 2,
+        "pings were sent: {opcodes:?}"
+    );
+    assert_eq!(close_code, Some(1008), "closed for the missing pongs");
+    // A client that answers pings (tungstenite does) stays connected past the deadline.
+    let mut ws = connect(addr, "").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut pings = 0;
+    while let Ok(msg) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match msg {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("a client that answers pings stays open, got {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "pings arrive and are answered: {pings}");
+    c.ingest(&cell_events("still", 1)).await;
+    assert_eq!(frames_of(&mut ws).await, 1);
+    running.shutdown().await;
+}
+
+async fn frames_of(ws: &mut Ws) -> usize {
+    frames(ws, 1).await.len()
+}

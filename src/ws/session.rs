@@ -26,9 +26,6 @@ use crate::http::Ctx;
 pub const CLOSE_LAGGED: u16 = 4008;
 /// Close code when `since` is older than the log's oldest retained event.
 pub const CLOSE_RETENTION: u16 = 4410;
-/// Protocol ping interval; a peer silent to pings for `PONG_TIMEOUT` is closed.
-pub const PING_EVERY: Duration = Duration::from_secs(25);
-pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// A write that cannot make progress for this long means the peer stopped reading.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Events read from the log per catch-up step.
@@ -173,7 +170,11 @@ impl Session {
         }
         let mut inbound = Box::pin(next_inbound(rd));
         let start = Instant::now();
-        let mut ping = interval_at(start + PING_EVERY, PING_EVERY);
+        let (ping_every, pong_timeout) = (
+            self.ctx.config.ws_ping_every,
+            self.ctx.config.ws_pong_timeout,
+        );
+        let mut ping = interval_at(start + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_pong = start;
         let shutdown = self.ctx.shutdown.clone();
@@ -206,7 +207,7 @@ impl Session {
                     inbound.set(next_inbound(rd));
                 }
                 _ = ping.tick() => {
-                    if last_pong.elapsed() > PONG_TIMEOUT {
+                    if last_pong.elapsed() > pong_timeout {
                         return End::Close(1008, "pong timeout".into());
                     }
                     if self.write_control(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await.is_err() {
