@@ -91,16 +91,18 @@ impl CellState {
     }
 }
 
+/// String fields are `Arc<str>`: after each publish the first update of a record clones it, and
+/// that clone must cost reference counts, not allocations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellRecord {
     pub id: Arc<str>,
-    pub spec_id: Box<str>,
-    pub run_id: Option<Box<str>>,
+    pub spec_id: Arc<str>,
+    pub run_id: Option<Arc<str>>,
     pub state: CellState,
     pub formation_id: Option<Arc<str>>,
-    pub started_at: Option<Box<str>>,
-    pub destroyed_at: Option<Box<str>>,
-    pub outcome: Option<Box<str>>,
+    pub started_at: Option<Arc<str>>,
+    pub destroyed_at: Option<Arc<str>>,
+    pub outcome: Option<Arc<str>>,
     pub exit_code: Option<i32>,
 }
 
