@@ -105,8 +105,8 @@ fn serde_typed(payload: &[u8]) -> (Kind, Option<Vec<u8>>, usize) {
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_millis(1500))
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
         .sample_size(30);
     let mut decoder = Decoder::new();
     for ex in common::ALL {

@@ -198,7 +198,7 @@ fn benches(c: &mut Criterion) {
         })
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(8));
+        .measurement_time(Duration::from_secs(5));
     group.bench_function("read_only", |b| b.iter(|| rt.block_on(read_only(&log, n))));
     group.bench_function("tail_ingest_inline", |b| {
         b.iter(|| rt.block_on(tail_ingest_inline(&log, n)))
