@@ -1,5 +1,5 @@
 //! Formation admission: document shape normalization (flat or kubectl-style), name rules and the
-//! ADR-0010 authority checks. Pure and panic-free (fuzzed); the detail strings are part of the
+//! authority checks (reference §4.4). Pure and panic-free (fuzzed); the detail strings are part of the
 //! wire contract and match the reference exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,7 +265,7 @@ pub fn check_name(name: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// ADR-0010: one coordinator among the members, unique ids, every other member authorized by a
+/// Authority rules: one coordinator among the members, unique ids, every other member authorized by a
 /// known member, and no authorization cycles. Checked in this order; the first failure wins.
 fn check_authority(doc: &FormationDocument) -> Result<(), Rejection> {
     if !doc.members.iter().any(|m| m.id == doc.coordinator) {

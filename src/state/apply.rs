@@ -281,4 +281,6 @@ fn remember_rejection(state: &mut State, id: Uuid, rejection: Rejection) {
 }
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,392 @@
+//! Property tests of the projection: batching does not matter, published snapshots never change,
+//! and the state matches a naive model of the rules.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::apply;
+use crate::event::decode::Decoder;
+use crate::state::State;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Cell {
+        kind: u8,
+        cell: Option<u8>,
+        spec: Option<u8>,
+        run: Option<u8>,
+        exit: Option<i64>,
+        outcome: Option<u8>,
+        formation: Option<u8>,
+        time: Option<u8>,
+    },
+    Formation {
+        phase: u8,
+        id: Option<u8>,
+        name: Option<u8>,
+        time: Option<u8>,
+    },
+    Other,
+}
+
+const PHASES: [&str; 8] = [
+    "created",
+    "launching",
+    "running",
+    "degraded",
+    "completed",
+    "failed",
+    "cancelled",
+    "bogus",
+];
+
+fn fid(i: u8) -> String {
+    if i == 9 {
+        "not-a-uuid".into()
+    } else {
+        Uuid::from_u128(u128::from(i) + 1).to_string()
+    }
+}
+
+fn time(t: Option<u8>) -> String {
+    t.map_or(String::new(), |t| {
+        format!(",\"time\":\"2026-01-01T00:00:0{}.000Z\"", t % 10)
+    })
+}
+
+impl Op {
+    fn json(&self) -> String {
+        match self {
+            Op::Cell {
+                kind,
+                cell,
+                spec,
+                run,
+                exit,
+                outcome,
+                formation,
+                time: t,
+            } => {
+                let ty = [
+                    "lifecycle.v1.started",
+                    "command.v1.completed",
+                    "lifecycle.v1.destroyed",
+                ][*kind as usize % 3];
+                let mut data = Vec::new();
+                if let Some(c) = cell {
+                    data.push(format!("\"cellId\":\"c{c}\""));
+                }
+                if let Some(s) = spec {
+                    data.push(if *s == 0 {
+                        "\"specId\":\"\"".into()
+                    } else {
+                        format!("\"specId\":\"s{s}\"")
+                    });
+                }
+                if let Some(r) = run {
+                    data.push(format!("\"runId\":\"r{r}\""));
+                }
+                if let Some(e) = exit {
+                    data.push(format!("\"exitCode\":{e}"));
+                }
+                if let Some(o) = outcome {
+                    data.push(format!("\"outcome\":\"o{o}\""));
+                }
+                if let Some(f) = formation {
+                    data.push(format!(
+                        "\"correlation\":{{\"formationId\":\"{}\"}}",
+                        fid(*f)
+                    ));
+                }
+                format!(
+                    "{{\"type\":\"dev.cellos.events.cell.{ty}\"{},\"data\":{{{}}}}}",
+                    time(*t),
+                    data.join(",")
+                )
+            }
+            Op::Formation {
+                phase,
+                id,
+                name,
+                time: t,
+            } => {
+                let mut data = Vec::new();
+                if let Some(i) = id {
+                    data.push(format!("\"formationId\":\"{}\"", fid(*i)));
+                }
+                if let Some(n) = name {
+                    data.push(format!("\"formationName\":\"n{n}\""));
+                }
+                format!(
+                    "{{\"type\":\"dev.cellos.events.cell.formation.v1.{}\"{},\"data\":{{{}}}}}",
+                    PHASES[*phase as usize % PHASES.len()],
+                    time(*t),
+                    data.join(",")
+                )
+            }
+            Op::Other => r#"{"type":"dev.cellos.events.cell.dns.v1.resolved","data":{}}"#.into(),
+        }
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..3, prop::option::weighted(0.95, 0u8..6), prop::option::weighted(0.9, 0u8..3),
+              prop::option::of(0u8..3), prop::option::of(-3i64..5_000_000_000),
+              prop::option::of(0u8..2), prop::option::of(prop_oneof![0u8..3, Just(9u8)]),
+              prop::option::of(0u8..3))
+            .prop_map(|(kind, cell, spec, run, exit, outcome, formation, time)| Op::Cell {
+                kind, cell, spec, run, exit, outcome, formation, time
+            }),
+        4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
+              prop::option::of(0u8..3), prop::option::of(0u8..3))
+            .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
+        1 => Just(Op::Other),
+    ]
+}
+
+/// A cell as the model sees it: spec, run, state, formation, started, destroyed, outcome, exit.
+type ModelCell = (
+    String,
+    Option<String>,
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+);
+/// A formation as the model sees it: name, status, created_at, updated_at.
+type ModelFormation = (String, &'static str, Option<String>, Option<String>);
+
+/// The rules restated as plainly as possible, on ordinary maps.
+#[derive(Default, Debug, PartialEq)]
+struct Model {
+    cells: BTreeMap<String, ModelCell>,
+    formations: BTreeMap<Uuid, ModelFormation>,
+    newest_by_name: BTreeMap<String, Uuid>,
+    rejected: BTreeMap<Uuid, Uuid>,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Other => {}
+            Op::Cell {
+                kind,
+                cell,
+                spec,
+                run,
+                exit,
+                outcome,
+                formation,
+                time: t,
+            } => {
+                let (Some(c), Some(s)) = (cell, spec) else {
+                    return;
+                };
+                let id = format!("c{c}");
+                let spec = if *s == 0 {
+                    String::new()
+                } else {
+                    format!("s{s}")
+                };
+                let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
+                let f = formation.map(fid);
+                let rec = self.cells.entry(id).or_insert_with(|| {
+                    (
+                        spec.clone(),
+                        run.map(|r| format!("r{r}")),
+                        "pending",
+                        f.clone(),
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                });
+                if rec.2 == "destroyed" {
+                    return;
+                }
+                if rec.0.is_empty() {
+                    rec.0 = spec;
+                }
+                if rec.1.is_none() {
+                    rec.1 = run.map(|r| format!("r{r}"));
+                }
+                if rec.3.is_none() {
+                    rec.3 = f;
+                }
+                match kind % 3 {
+                    0 => {
+                        rec.2 = "running";
+                        rec.4 = t;
+                    }
+                    1 => {
+                        if let Some(e) = exit {
+                            rec.7 = Some(*e as i32);
+                        }
+                    }
+                    _ => {
+                        rec.2 = "destroyed";
+                        rec.5 = t;
+                        if let Some(o) = outcome {
+                            rec.6 = Some(format!("o{o}"));
+                        }
+                    }
+                }
+            }
+            Op::Formation {
+                phase,
+                id,
+                name,
+                time: t,
+            } => {
+                let phase = PHASES[*phase as usize % PHASES.len()];
+                let status = match phase {
+                    "created" => "PENDING",
+                    "launching" | "running" | "degraded" => "RUNNING",
+                    "completed" => "SUCCEEDED",
+                    "failed" => "FAILED",
+                    "cancelled" => "CANCELLED",
+                    _ => return,
+                };
+                let Some(Ok(id)) = id.map(|i| Uuid::parse_str(&fid(i))) else {
+                    return;
+                };
+                let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
+                let terminal = |s: &str| matches!(s, "SUCCEEDED" | "FAILED" | "CANCELLED");
+                if let Some(rec) = self.formations.get_mut(&id) {
+                    if phase != "created" && !terminal(rec.1) {
+                        rec.1 = status;
+                        if t.is_some() {
+                            rec.3 = t;
+                        }
+                    }
+                    return;
+                }
+                if self.rejected.contains_key(&id) {
+                    return;
+                }
+                let name = name.map_or(String::new(), |n| format!("n{n}"));
+                if !name.is_empty() {
+                    if let Some(holder) = self.newest_by_name.get(&name) {
+                        if !terminal(self.formations[holder].1) {
+                            self.rejected.insert(id, *holder);
+                            return;
+                        }
+                    }
+                    self.newest_by_name.insert(name.clone(), id);
+                }
+                self.formations.insert(id, (name, status, t.clone(), t));
+            }
+        }
+    }
+
+    fn matches(&self, s: &State) -> bool {
+        let cells: BTreeMap<_, _> = s
+            .cells()
+            .map(|c| {
+                (
+                    c.id.to_string(),
+                    (
+                        c.spec_id.to_string(),
+                        c.run_id.as_deref().map(str::to_owned),
+                        c.state.as_str(),
+                        c.formation_id.as_deref().map(str::to_owned),
+                        c.started_at.as_deref().map(str::to_owned),
+                        c.destroyed_at.as_deref().map(str::to_owned),
+                        c.outcome.as_deref().map(str::to_owned),
+                        c.exit_code,
+                    ),
+                )
+            })
+            .collect();
+        let formations: BTreeMap<_, _> = s
+            .formations()
+            .map(|f| {
+                (
+                    f.id,
+                    (
+                        f.name.to_string(),
+                        f.status.as_str(),
+                        f.created_at.as_deref().map(str::to_owned),
+                        f.updated_at.as_deref().map(str::to_owned),
+                    ),
+                )
+            })
+            .collect();
+        let names_agree = self
+            .newest_by_name
+            .iter()
+            .all(|(n, id)| s.formation_by_name(n).map(|f| f.id) == Some(*id));
+        let rejections_agree = self
+            .rejected
+            .iter()
+            .all(|(id, holder)| s.rejection(id).map(|r| r.holder) == Some(*holder));
+        let index_agrees = (0..4u8).chain([9]).all(|f| {
+            let key = fid(f);
+            let from_index: Vec<String> = s
+                .cells_of_formation(&key)
+                .map(|c| c.id.to_string())
+                .collect();
+            let expected: Vec<String> = self
+                .cells
+                .iter()
+                .filter(|(_, r)| r.3.as_deref() == Some(&key))
+                .map(|(id, _)| id.clone())
+                .collect();
+            from_index == expected
+        });
+        cells == self.cells
+            && formations == self.formations
+            && names_agree
+            && rejections_agree
+            && index_agrees
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn batching_and_snapshots_do_not_change_the_result(
+        ops in prop::collection::vec(op(), 0..120),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let payloads: Vec<String> = ops.iter().map(Op::json).collect();
+        let mut decoder = Decoder::new();
+        // One by one, remembering the state after each event.
+        let mut one = State::default();
+        let mut history = vec![one.clone()];
+        for (i, p) in payloads.iter().enumerate() {
+            let ev = decoder.decode(p.as_bytes()).unwrap();
+            apply(&mut one, i as u64 + 1, &ev);
+            history.push(one.clone());
+        }
+        // In batches, publishing (cloning) a snapshot after each one and keeping them all.
+        let mut cut_points: Vec<usize> = cuts.iter().map(|c| c.index(payloads.len() + 1)).collect();
+        cut_points.sort_unstable();
+        let mut batched = State::default();
+        let mut snapshots = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            if cut_points.binary_search(&i).is_ok() {
+                snapshots.push((i, batched.clone()));
+            }
+            let ev = decoder.decode(p.as_bytes()).unwrap();
+            apply(&mut batched, i as u64 + 1, &ev);
+        }
+        prop_assert_eq!(&batched, &one);
+        for (i, snap) in snapshots {
+            prop_assert_eq!(&snap, &history[i], "a published snapshot changed after publish");
+        }
+        // And the result is what the naive model says.
+        let mut model = Model::default();
+        for op in &ops {
+            model.apply(op);
+        }
+        prop_assert!(model.matches(&one), "model {:#?}\nstate {:#?}", model, one);
+    }
+}
