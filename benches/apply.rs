@@ -32,9 +32,8 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cellos_server::event::decode::Decoder;
-use cellos_server::event::{Event, Kind, RawEvent};
+use cellos_server::event::{Event, RawEvent};
 use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_CAPACITY};
 use cellos_server::ingest::Ingestor;
 use cellos_server::state::{apply, snapshot, CellState, Outcome, Publisher, Snapshot, State};
@@ -182,54 +181,6 @@ impl Pipeline {
     }
 }
 
-/// The fields of a decoded event that `apply` reads, owned, so events can be decoded up front.
-struct Owned {
-    kind: Kind,
-    time: Option<Box<str>>,
-    cell_id: Option<Box<str>>,
-    spec_id: Option<Box<str>>,
-    run_id: Option<Box<str>>,
-    exit_code: Option<i64>,
-    outcome: Option<Box<str>>,
-    formation_id: Option<Box<str>>,
-    formation_name: Option<Box<str>>,
-    document: Option<Bytes>,
-}
-
-impl Owned {
-    fn new(ev: &Event<'_>) -> Owned {
-        let own = |s: Option<&str>| s.map(Box::from);
-        Owned {
-            kind: ev.kind,
-            time: own(ev.time),
-            cell_id: own(ev.cell_id),
-            spec_id: own(ev.spec_id),
-            run_id: own(ev.run_id),
-            exit_code: ev.exit_code,
-            outcome: own(ev.outcome),
-            formation_id: own(ev.formation_id),
-            formation_name: own(ev.formation_name),
-            document: ev.document.clone(),
-        }
-    }
-
-    fn view(&self) -> Event<'_> {
-        Event {
-            kind: self.kind,
-            time: self.time.as_deref(),
-            cell_id: self.cell_id.as_deref(),
-            spec_id: self.spec_id.as_deref(),
-            run_id: self.run_id.as_deref(),
-            exit_code: self.exit_code,
-            outcome: self.outcome.as_deref(),
-            formation_id: self.formation_id.as_deref(),
-            formation_name: self.formation_name.as_deref(),
-            document: self.document.clone(),
-            ..Event::default()
-        }
-    }
-}
-
 /// `apply` alone over pre-decoded events, one publish per batch.
 struct ApplyRun {
     base: State,
@@ -344,12 +295,12 @@ fn bench_cells(c: &mut Criterion, cells: u64) {
     // Pre-decoded variant.
     drop(pipeline);
     let mut decoder = Decoder::new();
-    let owned: Vec<Owned> = fx
+    let owned: Vec<common::Owned> = fx
         .pass
         .iter()
-        .map(|raw| Owned::new(&decoder.decode(&raw.payload).expect("decodes")))
+        .map(|raw| common::Owned::new(&decoder.decode(&raw.payload).expect("decodes")))
         .collect();
-    let events: Vec<Event<'_>> = owned.iter().map(Owned::view).collect();
+    let events: Vec<Event<'_>> = owned.iter().map(common::Owned::view).collect();
     let (publisher, _reader) = snapshot::channel();
     let mut run = ApplyRun {
         state: base.clone(),

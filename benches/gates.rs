@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cellos_server::admission::admit;
 use cellos_server::event::decode::Decoder;
-use cellos_server::event::{Event, Kind, RawEvent};
+use cellos_server::event::{Event, RawEvent};
 use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_CAPACITY};
 use cellos_server::http::events::parse_ingest;
 use cellos_server::http::query::{CellsQuery, EventsQuery, WsQuery};
@@ -104,57 +104,6 @@ fn batch(first_seq: u64) -> Vec<RawEvent> {
             common::raw(first_seq + i, ex, cell, formation)
         })
         .collect()
-}
-
-/// The fields of a decoded event that `apply` reads, owned, so events can be decoded up front.
-struct Owned {
-    kind: Kind,
-    time: Option<Box<str>>,
-    cell_id: Option<Box<str>>,
-    spec_id: Option<Box<str>>,
-    run_id: Option<Box<str>>,
-    exit_code: Option<i64>,
-    outcome: Option<Box<str>>,
-    formation_id: Option<Box<str>>,
-    formation_name: Option<Box<str>>,
-    member_count: Option<usize>,
-    document: Option<Bytes>,
-}
-
-impl Owned {
-    fn new(ev: &Event<'_>) -> Owned {
-        let own = |s: Option<&str>| s.map(Box::from);
-        Owned {
-            kind: ev.kind,
-            time: own(ev.time),
-            cell_id: own(ev.cell_id),
-            spec_id: own(ev.spec_id),
-            run_id: own(ev.run_id),
-            exit_code: ev.exit_code,
-            outcome: own(ev.outcome),
-            formation_id: own(ev.formation_id),
-            formation_name: own(ev.formation_name),
-            member_count: ev.member_count,
-            document: ev.document.clone(),
-        }
-    }
-
-    fn view(&self) -> Event<'_> {
-        Event {
-            kind: self.kind,
-            time: self.time.as_deref(),
-            cell_id: self.cell_id.as_deref(),
-            spec_id: self.spec_id.as_deref(),
-            run_id: self.run_id.as_deref(),
-            exit_code: self.exit_code,
-            outcome: self.outcome.as_deref(),
-            formation_id: self.formation_id.as_deref(),
-            formation_name: self.formation_name.as_deref(),
-            member_count: self.member_count,
-            document: self.document.clone(),
-            ..Event::default()
-        }
-    }
 }
 
 /// The ingest thread's working set after replaying the pre-population, one publish per 4096
@@ -238,13 +187,13 @@ fn apply_setup() -> ApplyFixture {
     let pipeline = pipeline();
     let first_seq = pipeline.ingestor.cursor() + 1;
     let mut decoder = Decoder::new();
-    let owned: Vec<Owned> = batch(first_seq)
+    let owned: Vec<common::Owned> = batch(first_seq)
         .iter()
-        .map(|raw| Owned::new(&decoder.decode(&raw.payload).expect("decodes")))
+        .map(|raw| common::Owned::new(&decoder.decode(&raw.payload).expect("decodes")))
         .collect();
     // Leaked once per process (the benchmark runs once): events borrow from it.
-    let owned: &'static [Owned] = owned.leak();
-    let events: Vec<Event<'static>> = owned.iter().map(Owned::view).collect();
+    let owned: &'static [common::Owned] = owned.leak();
+    let events: Vec<Event<'static>> = owned.iter().map(common::Owned::view).collect();
     let state = pipeline.ingestor.state().clone();
     // Check the workload (on a throwaway copy): every event of the batch applies.
     let mut check = state.clone();

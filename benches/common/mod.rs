@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cellos_server::event::subject::{formation_subject, ingest_subject, last_type_token};
 use cellos_server::event::RawEvent;
+use cellos_server::event::{Event, Kind};
 
 macro_rules! example {
     ($file:literal) => {
@@ -169,5 +170,56 @@ pub fn cell_counts(default: &[u64]) -> Vec<u64> {
             })
             .collect(),
         _ => default.to_vec(),
+    }
+}
+
+/// The fields of a decoded event that `apply` reads, owned, so events can be decoded up front.
+pub struct Owned {
+    kind: Kind,
+    time: Option<Box<str>>,
+    cell_id: Option<Box<str>>,
+    spec_id: Option<Box<str>>,
+    run_id: Option<Box<str>>,
+    exit_code: Option<i64>,
+    outcome: Option<Box<str>>,
+    formation_id: Option<Box<str>>,
+    formation_name: Option<Box<str>>,
+    member_count: Option<usize>,
+    document: Option<Bytes>,
+}
+
+impl Owned {
+    pub fn new(ev: &Event<'_>) -> Owned {
+        let own = |s: Option<&str>| s.map(Box::from);
+        Owned {
+            kind: ev.kind,
+            time: own(ev.time),
+            cell_id: own(ev.cell_id),
+            spec_id: own(ev.spec_id),
+            run_id: own(ev.run_id),
+            exit_code: ev.exit_code,
+            outcome: own(ev.outcome),
+            formation_id: own(ev.formation_id),
+            formation_name: own(ev.formation_name),
+            member_count: ev.member_count,
+            document: ev.document.clone(),
+        }
+    }
+
+    pub fn view(&self) -> Event<'_> {
+        Event {
+            kind: self.kind,
+            time: self.time.as_deref(),
+            cell_id: self.cell_id.as_deref(),
+            spec_id: self.spec_id.as_deref(),
+            run_id: self.run_id.as_deref(),
+            exit_code: self.exit_code,
+            outcome: self.outcome.as_deref(),
+            formation_id: self.formation_id.as_deref(),
+            formation_name: self.formation_name.as_deref(),
+            member_count: self.member_count,
+            document: self.document.clone(),
+            ..Event::default()
+        }
     }
 }
