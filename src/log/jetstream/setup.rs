@@ -37,43 +37,43 @@ pub fn stream_config() -> stream::Config {
 /// matters to this server. Empty when they agree.
 pub fn drift(found: &stream::Config) -> Vec<String> {
     let want = stream_config();
-    let mut out = Vec::new();
-    let mut check = |name: &str, found: String, want: String| {
-        if found != want {
-            out.push(format!("{name} is {found}, expected {want}"));
-        }
-    };
-    check(
-        "subjects",
-        format!("{:?}", found.subjects),
-        format!("{:?}", want.subjects),
-    );
-    check(
-        "storage",
-        format!("{:?}", found.storage),
-        format!("{:?}", want.storage),
-    );
-    check(
-        "retention",
-        format!("{:?}", found.retention),
-        format!("{:?}", want.retention),
-    );
-    check(
-        "max_age",
-        format!("{:?}", found.max_age),
-        format!("{:?}", want.max_age),
-    );
-    check(
-        "duplicate_window",
-        format!("{:?}", found.duplicate_window),
-        format!("{:?}", want.duplicate_window),
-    );
-    check(
-        "discard",
-        format!("{:?}", found.discard),
-        format!("{:?}", want.discard),
-    );
-    out
+    let pairs = [
+        (
+            "subjects",
+            format!("{:?}", found.subjects),
+            format!("{:?}", want.subjects),
+        ),
+        (
+            "storage",
+            format!("{:?}", found.storage),
+            format!("{:?}", want.storage),
+        ),
+        (
+            "retention",
+            format!("{:?}", found.retention),
+            format!("{:?}", want.retention),
+        ),
+        (
+            "max_age",
+            format!("{:?}", found.max_age),
+            format!("{:?}", want.max_age),
+        ),
+        (
+            "duplicate_window",
+            format!("{:?}", found.duplicate_window),
+            format!("{:?}", want.duplicate_window),
+        ),
+        (
+            "discard",
+            format!("{:?}", found.discard),
+            format!("{:?}", want.discard),
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, found, want)| found != want)
+        .map(|(name, found, want)| format!("{name} is {found}, expected {want}"))
+        .collect()
 }
 
 fn is_stream_not_found(kind: &GetStreamErrorKind) -> bool {
