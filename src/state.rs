@@ -4,22 +4,24 @@
 //! mutates its private copy in place and publishes a clone per batch. Only `apply` mutates it.
 
 pub mod apply;
+pub mod links;
 pub mod snapshot;
+pub mod text;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use imbl::{OrdMap, OrdSet, Vector};
+use imbl::{OrdMap, OrdSet};
 use uuid::Uuid;
 
 pub use apply::{apply, Ignored, Outcome};
+pub use links::{CellLinks, CELL_LINK_WINDOW};
 pub use snapshot::{Publisher, Reader, Snapshot};
+pub use text::Text;
 
 /// How many name-conflict rejections are remembered (most recent first), so a writer can tell its
 /// client who holds the name. Older ones are forgotten in log order, deterministically.
 pub const MAX_REMEMBERED_REJECTIONS: usize = 4096;
-/// How many of a cell's most recent events are indexed (by seq) for `/v1/cells/{id}/events`.
-pub const MAX_CELL_EVENTS: usize = 1000;
 
 /// Formation status, as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,19 +93,44 @@ impl CellState {
     }
 }
 
-/// String fields are `Arc<str>`: after each publish the first update of a record clones it, and
-/// that clone must cost reference counts, not allocations.
+/// What a cell record is created with and at most filled in later (never changed once set).
+/// Shared between record versions: an update clones one `Arc`, not four strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CellRecord {
+pub struct CellIdentity {
     pub id: Arc<str>,
     pub spec_id: Arc<str>,
     pub run_id: Option<Arc<str>>,
-    pub state: CellState,
     pub formation_id: Option<Arc<str>>,
-    pub started_at: Option<Arc<str>>,
-    pub destroyed_at: Option<Arc<str>>,
-    pub outcome: Option<Arc<str>>,
+}
+
+/// One cell. Cloned on its first update after each publish, so that clone must be cheap: the
+/// identity is one shared pointer, the changing strings (times, outcome) are inline [`Text`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellRecord {
+    pub identity: Arc<CellIdentity>,
+    pub state: CellState,
+    pub started_at: Option<Text>,
+    pub destroyed_at: Option<Text>,
+    pub outcome: Option<Text>,
     pub exit_code: Option<i32>,
+    /// Seq of the newest event naming this cell in `data.cellId` (any family): the head of its
+    /// event chain in [`CellLinks`].
+    pub last_event_seq: u64,
+}
+
+impl CellRecord {
+    pub fn id(&self) -> &str {
+        &self.identity.id
+    }
+    pub fn spec_id(&self) -> &str {
+        &self.identity.spec_id
+    }
+    pub fn run_id(&self) -> Option<&str> {
+        self.identity.run_id.as_deref()
+    }
+    pub fn formation_id(&self) -> Option<&str> {
+        self.identity.formation_id.as_deref()
+    }
 }
 
 /// A `created` (or first) event refused because another live formation held the name.
@@ -124,8 +151,10 @@ pub struct State {
     cells_by_formation: OrdMap<Arc<str>, OrdSet<Arc<str>>>,
     rejections: OrdMap<Uuid, Rejection>,
     rejection_order: OrdMap<u64, Uuid>,
-    /// Cell id → seqs of the latest events naming it in `data.cellId` (any family), oldest first.
-    cell_events: OrdMap<Arc<str>, Vector<u64>>,
+    /// Cell id → newest event naming it, for cells with no record (yet).
+    orphan_heads: OrdMap<Arc<str>, u64>,
+    /// Per log position: the previous event naming the same cell.
+    cell_links: CellLinks,
 }
 
 impl State {
@@ -171,10 +200,14 @@ impl State {
         self.cells.len()
     }
 
-    /// Seqs of the most recent events naming this cell (at most [`MAX_CELL_EVENTS`]), oldest
-    /// first; `None` when no event ever named it.
-    pub fn cell_event_seqs(&self, id: &str) -> Option<&Vector<u64>> {
-        self.cell_events.get(id)
+    /// Seqs of the most recent events naming this cell in `data.cellId` (at most `limit`), oldest
+    /// first; `None` when no event ever named it. Reaches back [`CELL_LINK_WINDOW`] log positions.
+    pub fn cell_event_seqs(&self, id: &str, limit: usize) -> Option<Vec<u64>> {
+        let newest = match self.cells.get(id) {
+            Some(cell) => cell.last_event_seq,
+            None => *self.orphan_heads.get(id)?,
+        };
+        Some(self.cell_links.chain(newest, limit))
     }
 
     /// The cells correlated with a formation id, in ascending id order.

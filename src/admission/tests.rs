@@ -410,3 +410,28 @@ proptest! {
         prop_assert_eq!(got, model(&coordinator, &members));
     }
 }
+
+/// Found by the admission fuzzer: a labelled kubectl document normalizes to flat fields plus
+/// `metadata`, which admission then refuses as a hybrid. That is the reference's rule (a flat
+/// document with a `metadata` key is a hybrid), so it is pinned here rather than "fixed".
+#[test]
+fn normalized_document_with_labels_is_a_hybrid_when_resubmitted() {
+    let input =
+        include_bytes!("../../fuzz/regressions/admission-labelled-kubectl-resubmitted.json");
+    let admitted = admit(input).expect("the kubectl document is admitted");
+    assert_eq!(
+        admitted.document["metadata"],
+        json!({"labels": {"team": "payments"}, "annotations": {"owner": "sre"}})
+    );
+    let again = serde_json::to_vec(&admitted.document).unwrap();
+    assert_eq!(
+        admit(&again).unwrap_err().to_string(),
+        "hybrid formation document: top-level flat field(s) [\"name\", \"coordinator\", \"members\"] conflict with kubectl-style envelope field(s) [\"metadata\"]; pick exactly one shape (see contracts/schemas/formation-v1.schema.json)"
+    );
+    // Without labels or annotations the normalized document is a fixed point.
+    let mut plain: Value = serde_json::from_slice(input).unwrap();
+    plain["metadata"] = json!({"name": "payments-canary"});
+    let first = admit(&serde_json::to_vec(&plain).unwrap()).unwrap();
+    let second = admit(&serde_json::to_vec(&first.document).unwrap()).unwrap();
+    assert_eq!(second.document, first.document);
+}

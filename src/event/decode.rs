@@ -98,27 +98,45 @@ impl Decoder {
 }
 
 fn extract<'i>(nodes: &[Node<'i>]) -> Result<Event<'i>, DecodeError> {
-    let root = match nodes.first() {
-        Some(Node::Object { .. }) => nodes,
+    match nodes.first() {
+        Some(Node::Object { .. }) => {}
         Some(n) => return Err(DecodeError::NotObject(type_name(n))),
         None => return Err(DecodeError::NotObject("nothing")),
-    };
-    let ty = get_str(root, "type").unwrap_or("");
-    let kind = Kind::from_type(ty);
-    let data = get(root, "data").filter(|d| matches!(d.first(), Some(Node::Object { .. })));
-    let data_str = |key: &str| data.and_then(|d| get_str(d, key));
-    let correlation_formation = || {
-        data.and_then(|d| get(d, "correlation"))
-            .and_then(|c| get_str(c, "formationId"))
-    };
+    }
+    // One pass over the envelope and one over `data`: each key is compared once. The first
+    // occurrence of a duplicated key wins, whatever its type (as a lookup would find it).
+    const ENVELOPE: [&str; 7] = [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "subject",
+        "data",
+    ];
+    const DATA: [&str; 11] = [
+        "cellId",
+        "specId",
+        "runId",
+        "outcome",
+        "formationId",
+        "formation_id",
+        "formationName",
+        "name",
+        "correlation",
+        "document",
+        "exitCode",
+    ];
+    let [specversion, id, source, ty, time, subject, data] = first_of(nodes, ENVELOPE);
+    let data = data.filter(|d| matches!(d.first(), Some(Node::Object { .. })));
+    let [cell_id, spec_id, run_id, outcome, formation_id, formation_id_snake, formation_name, name, correlation, document, exit_code] =
+        data.map_or([None; DATA.len()], |d| first_of(d, DATA));
+    let ty = ty.and_then(as_str);
+    let kind = Kind::from_type(ty.unwrap_or(""));
     let is_formation = matches!(kind, Kind::Formation(_) | Kind::FormationUnknownPhase);
-    let formation_id = data_str("formationId")
-        .or_else(|| data_str("formation_id"))
-        .or_else(|| is_formation.then(|| get_str(root, "subject")).flatten())
-        .or_else(correlation_formation);
+    let data_formation_id = formation_id.and_then(as_str);
     let (document, member_count) = if is_formation {
-        let doc = data
-            .and_then(|d| get(d, "document"))
+        let doc = document
             .or(data)
             .unwrap_or(&[Node::Static(StaticNode::Null)]);
         let members = match get(doc, "members").and_then(|m| m.first()) {
@@ -131,30 +149,73 @@ fn extract<'i>(nodes: &[Node<'i>]) -> Result<Event<'i>, DecodeError> {
     } else {
         (None, None)
     };
-    let exit_code = data
-        .and_then(|d| get(d, "exitCode"))
-        .and_then(|n| match n.first() {
+    Ok(Event {
+        kind,
+        specversion: specversion.and_then(as_str),
+        id: id.and_then(as_str),
+        source: source.and_then(as_str),
+        ty,
+        data_formation_id,
+        time: time.and_then(as_str),
+        cell_id: cell_id.and_then(as_str),
+        spec_id: spec_id.and_then(as_str),
+        run_id: run_id.and_then(as_str),
+        exit_code: exit_code.and_then(|n| match n.first() {
             Some(Node::Static(StaticNode::I64(v))) => Some(*v),
             Some(Node::Static(StaticNode::U64(v))) => i64::try_from(*v).ok(),
             _ => None,
-        });
-    Ok(Event {
-        kind,
-        specversion: get_str(root, "specversion"),
-        id: get_str(root, "id"),
-        source: get_str(root, "source"),
-        ty: get_str(root, "type"),
-        data_formation_id: data_str("formationId"),
-        time: get_str(root, "time"),
-        cell_id: data_str("cellId"),
-        spec_id: data_str("specId"),
-        run_id: data_str("runId"),
-        exit_code,
-        outcome: data_str("outcome"),
-        formation_id,
-        formation_name: data_str("formationName").or_else(|| data_str("name")),
+        }),
+        outcome: outcome.and_then(as_str),
+        formation_id: data_formation_id
+            .or_else(|| formation_id_snake.and_then(as_str))
+            .or_else(|| is_formation.then(|| subject.and_then(as_str)).flatten())
+            .or_else(|| correlation.and_then(|c| get_str(c, "formationId"))),
+        formation_name: formation_name
+            .and_then(as_str)
+            .or_else(|| name.and_then(as_str)),
         member_count,
         document,
+    })
+}
+
+/// The value of each of `keys` in the object at `nodes[0]`, in one pass over its members.
+fn first_of<'t, 'i, const N: usize>(
+    nodes: &'t [Node<'i>],
+    keys: [&str; N],
+) -> [Option<&'t [Node<'i>]>; N] {
+    let mut found = [None; N];
+    for (key, value) in members(nodes) {
+        if let Some(i) = keys.iter().position(|k| *k == key) {
+            if found[i].is_none() {
+                found[i] = Some(value);
+            }
+        }
+    }
+    found
+}
+
+fn as_str<'i>(value: &[Node<'i>]) -> Option<&'i str> {
+    match value.first()? {
+        Node::String(s) => Some(*s),
+        _ => None,
+    }
+}
+
+/// The members of the object at `nodes[0]` (none when it is not an object), in input order.
+fn members<'t, 'i>(nodes: &'t [Node<'i>]) -> impl Iterator<Item = (&'i str, &'t [Node<'i>])> + 't {
+    let len = match nodes.first() {
+        Some(&Node::Object { len, .. }) => len,
+        _ => 0,
+    };
+    let mut idx = 1;
+    (0..len).map_while(move |_| {
+        let Some(&Node::String(k)) = nodes.get(idx) else {
+            return None;
+        };
+        let value = nodes.get(idx + 1..)?;
+        let n = span(value);
+        idx += 1 + n;
+        Some((k, value.get(..n)?))
     })
 }
 
@@ -168,31 +229,11 @@ fn span(nodes: &[Node<'_>]) -> usize {
 
 /// Looks up `key` in the object at `nodes[0]`. Duplicate keys: the first one wins.
 fn get<'t, 'i>(nodes: &'t [Node<'i>], key: &str) -> Option<&'t [Node<'i>]> {
-    let Some(&Node::Object { len, .. }) = nodes.first() else {
-        return None;
-    };
-    let mut idx = 1;
-    for _ in 0..len {
-        let k = match nodes.get(idx)? {
-            Node::String(k) => *k,
-            _ => return None,
-        };
-        idx += 1;
-        let value = nodes.get(idx..)?;
-        let n = span(value);
-        if k == key {
-            return value.get(..n);
-        }
-        idx += n;
-    }
-    None
+    members(nodes).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 fn get_str<'i>(nodes: &[Node<'i>], key: &str) -> Option<&'i str> {
-    match get(nodes, key)?.first()? {
-        Node::String(s) => Some(*s),
-        _ => None,
-    }
+    get(nodes, key).and_then(as_str)
 }
 
 fn type_name(node: &Node<'_>) -> &'static str {
@@ -348,6 +389,12 @@ mod tests {
         let ev =
             decode(r#"{"type":"a","type":"dev.cellos.events.cell.lifecycle.v1.started"}"#).unwrap();
         assert_eq!(ev.kind, Kind::Other);
+        // Also when the first occurrence is not a string, and inside `data`.
+        let ev = decode(
+            r#"{"time":1,"time":"t","data":{"cellId":null,"cellId":"c","specId":"a","specId":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!((ev.time, ev.cell_id, ev.spec_id), (None, None, Some("a")));
     }
 
     #[test]

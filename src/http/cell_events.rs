@@ -59,18 +59,9 @@ pub async fn events(
     let q = CellEventsQuery::parse(query)?;
     let tail = q.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
     let snap = ctx.reader.load();
-    let seqs = snap.state.cell_event_seqs(id);
-    if seqs.is_none() && snap.state.cell(id).is_none() {
+    let Some(wanted) = snap.state.cell_event_seqs(id, tail) else {
         return Err(ApiError::not_found(format!("cell {id} not found")));
-    }
-    let wanted: Vec<u64> = seqs
-        .map(|s| {
-            s.iter()
-                .skip(s.len().saturating_sub(tail))
-                .copied()
-                .collect()
-        })
-        .unwrap_or_default();
+    };
     let cursor = snap.cursor;
     drop(snap);
     let events = if wanted.is_empty() {

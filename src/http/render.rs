@@ -38,17 +38,17 @@ pub fn formation(out: &mut Vec<u8>, f: &FormationRecord) {
 /// Every key always present, snake_case, `null` when unset; `status` mirrors `state`.
 pub fn cell(out: &mut Vec<u8>, c: &CellRecord) {
     out.extend_from_slice(b"{\"id\":");
-    str_lit(out, &c.id);
+    str_lit(out, c.id());
     out.extend_from_slice(b",\"spec_id\":");
-    str_lit(out, &c.spec_id);
+    str_lit(out, c.spec_id());
     out.extend_from_slice(b",\"run_id\":");
-    opt_str(out, c.run_id.as_deref());
+    opt_str(out, c.run_id());
     out.extend_from_slice(b",\"state\":\"");
     out.extend_from_slice(c.state.as_str().as_bytes());
     out.extend_from_slice(b"\",\"status\":\"");
     out.extend_from_slice(c.state.as_str().as_bytes());
     out.extend_from_slice(b"\",\"formation_id\":");
-    opt_str(out, c.formation_id.as_deref());
+    opt_str(out, c.formation_id());
     out.extend_from_slice(b",\"started_at\":");
     opt_str(out, c.started_at.as_deref());
     out.extend_from_slice(b",\"destroyed_at\":");

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State, MAX_CELL_EVENTS,
+    CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
     MAX_REMEMBERED_REJECTIONS,
 };
 use crate::event::{Event, Kind, Phase};
@@ -101,17 +101,29 @@ pub fn status_of(phase: Phase) -> FormationStatus {
 
 /// Applies one event at log position `seq`.
 pub fn apply(state: &mut State, seq: u64, ev: &Event<'_>) -> Outcome {
-    if let Some(cell) = ev.cell_id {
-        index_cell_event(state, cell, seq);
-    }
-    match ev.kind {
+    // Every event naming a cell (any family, applied or not) joins that cell's event chain.
+    let mut previous = 0;
+    let outcome = match ev.kind {
         Kind::CellStarted | Kind::CellCommandCompleted | Kind::CellDestroyed => {
-            apply_cell(state, ev)
+            let (outcome, linked) = apply_cell(state, seq, ev);
+            previous = linked;
+            outcome
         }
-        Kind::Formation(phase) => apply_formation(state, seq, phase, ev),
-        Kind::FormationUnknownPhase => Outcome::Ignored(Ignored::UnknownPhase),
-        Kind::Other => Outcome::Ignored(Ignored::UnknownType),
+        kind => {
+            if let Some(cell) = ev.cell_id {
+                previous = note_cell_event(state, cell, seq);
+            }
+            match kind {
+                Kind::Formation(phase) => apply_formation(state, seq, phase, ev),
+                Kind::FormationUnknownPhase => Outcome::Ignored(Ignored::UnknownPhase),
+                _ => Outcome::Ignored(Ignored::UnknownType),
+            }
+        }
+    };
+    if ev.cell_id.is_some() {
+        state.cell_links.record(seq, previous);
     }
+    outcome
 }
 
 /// A formation id as cells are indexed by it: UUIDs in lowercase hyphenated form, else as sent.
@@ -122,49 +134,73 @@ pub fn normalize_formation_ref(raw: &str) -> Arc<str> {
     }
 }
 
-fn apply_cell(state: &mut State, ev: &Event<'_>) -> Outcome {
+/// Applies a cell-family event; also returns the seq of the previous event naming the cell.
+fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
     let Some(cell_id) = ev.cell_id else {
-        return Outcome::Ignored(Ignored::MissingCellId);
+        return (Outcome::Ignored(Ignored::MissingCellId), 0);
     };
     let Some(spec_id) = ev.spec_id else {
-        return Outcome::Ignored(Ignored::MissingSpecId);
+        return (
+            Outcome::Ignored(Ignored::MissingSpecId),
+            note_cell_event(state, cell_id, seq),
+        );
     };
     let mut claimed_formation = None;
-    match state.cells.get_mut(cell_id) {
+    let previous = match state.cells.get_mut(cell_id) {
         Some(shared) => {
-            if shared.state == CellState::Destroyed {
-                return Outcome::Ignored(Ignored::CellTerminal);
-            }
             let rec = Arc::make_mut(shared);
-            if rec.spec_id.is_empty() && !spec_id.is_empty() {
-                rec.spec_id = spec_id.into();
+            let previous = std::mem::replace(&mut rec.last_event_seq, seq);
+            if rec.state == CellState::Destroyed {
+                return (Outcome::Ignored(Ignored::CellTerminal), previous);
             }
-            if rec.run_id.is_none() {
-                rec.run_id = ev.run_id.map(Into::into);
-            }
-            if rec.formation_id.is_none() {
-                rec.formation_id = ev.formation_id.map(normalize_formation_ref);
-                claimed_formation = rec.formation_id.clone().map(|f| (f, rec.id.clone()));
+            let id = &rec.identity;
+            let fill_spec = id.spec_id.is_empty() && !spec_id.is_empty();
+            let fill_run = id.run_id.is_none() && ev.run_id.is_some();
+            let fill_formation = id.formation_id.is_none() && ev.formation_id.is_some();
+            if fill_spec || fill_run || fill_formation {
+                let id = Arc::make_mut(&mut rec.identity);
+                if fill_spec {
+                    id.spec_id = spec_id.into();
+                }
+                if fill_run {
+                    id.run_id = ev.run_id.map(Into::into);
+                }
+                if fill_formation {
+                    id.formation_id = ev.formation_id.map(normalize_formation_ref);
+                    claimed_formation = id.formation_id.clone().map(|f| (f, id.id.clone()));
+                }
             }
             cell_effect(rec, ev);
+            previous
         }
         None => {
-            let mut rec = CellRecord {
+            // Events that named the cell before it had a record lead its chain.
+            let previous = state.orphan_heads.remove(cell_id).unwrap_or(0);
+            let identity = CellIdentity {
                 id: Arc::from(cell_id),
                 spec_id: spec_id.into(),
                 run_id: ev.run_id.map(Into::into),
-                state: CellState::Pending,
                 formation_id: ev.formation_id.map(normalize_formation_ref),
+            };
+            claimed_formation = identity
+                .formation_id
+                .clone()
+                .map(|f| (f, identity.id.clone()));
+            let id = identity.id.clone();
+            let mut rec = CellRecord {
+                identity: Arc::new(identity),
+                state: CellState::Pending,
                 started_at: None,
                 destroyed_at: None,
                 outcome: None,
                 exit_code: None,
+                last_event_seq: seq,
             };
             cell_effect(&mut rec, ev);
-            claimed_formation = rec.formation_id.clone().map(|f| (f, rec.id.clone()));
-            state.cells.insert(rec.id.clone(), Arc::new(rec));
+            state.cells.insert(id, Arc::new(rec));
+            previous
         }
-    }
+    };
     if let Some((formation, cell)) = claimed_formation {
         state
             .cells_by_formation
@@ -172,7 +208,22 @@ fn apply_cell(state: &mut State, ev: &Event<'_>) -> Outcome {
             .or_default()
             .insert(cell);
     }
-    Outcome::Applied
+    (Outcome::Applied, previous)
+}
+
+/// Makes `seq` the newest event naming `cell` and returns the previous one (0: none). Cells
+/// without a record keep their newest event in `orphan_heads` until the record exists.
+fn note_cell_event(state: &mut State, cell: &str, seq: u64) -> u64 {
+    match state.cells.get_mut(cell) {
+        Some(shared) => std::mem::replace(&mut Arc::make_mut(shared).last_event_seq, seq),
+        None => match state.orphan_heads.get_mut(cell) {
+            Some(head) => std::mem::replace(head, seq),
+            None => {
+                state.orphan_heads.insert(Arc::from(cell), seq);
+                0
+            }
+        },
+    }
 }
 
 fn cell_effect(rec: &mut CellRecord, ev: &Event<'_>) {
@@ -255,17 +306,6 @@ fn apply_formation(state: &mut State, seq: u64, phase: Phase, ev: &Event<'_>) ->
         state.names.insert(name, id);
     }
     Outcome::Applied
-}
-
-fn index_cell_event(state: &mut State, cell: &str, seq: u64) {
-    let seqs = match state.cell_events.get_mut(cell) {
-        Some(seqs) => seqs,
-        None => state.cell_events.entry(Arc::from(cell)).or_default(),
-    };
-    seqs.push_back(seq);
-    if seqs.len() > MAX_CELL_EVENTS {
-        seqs.pop_front();
-    }
 }
 
 fn remember_rejection(state: &mut State, id: Uuid, rejection: Rejection) {

@@ -28,7 +28,8 @@ enum Op {
         name: Option<u8>,
         time: Option<u8>,
     },
-    Other,
+    /// A family the projection passes through, naming a cell or not.
+    Other { cell: Option<u8> },
 }
 
 const PHASES: [&str; 8] = [
@@ -126,7 +127,10 @@ impl Op {
                     data.join(",")
                 )
             }
-            Op::Other => r#"{"type":"dev.cellos.events.cell.dns.v1.resolved","data":{}}"#.into(),
+            Op::Other { cell } => format!(
+                r#"{{"type":"dev.cellos.events.cell.dns.v1.resolved","data":{{{}}}}}"#,
+                cell.map_or(String::new(), |c| format!("\"cellId\":\"c{c}\""))
+            ),
         }
     }
 }
@@ -143,7 +147,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
               prop::option::of(0u8..3), prop::option::of(0u8..3))
             .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
-        1 => Just(Op::Other),
+        1 => prop::option::of(0u8..6).prop_map(|cell| Op::Other { cell }),
     ]
 }
 
@@ -168,12 +172,22 @@ struct Model {
     formations: BTreeMap<Uuid, ModelFormation>,
     newest_by_name: BTreeMap<String, Uuid>,
     rejected: BTreeMap<Uuid, Uuid>,
+    /// Every event naming a cell, by cell, in log order (seq = position in the op list, from 1).
+    cell_events: BTreeMap<String, Vec<u64>>,
+    seq: u64,
 }
 
 impl Model {
     fn apply(&mut self, op: &Op) {
+        self.seq += 1;
+        if let Op::Cell { cell: Some(c), .. } | Op::Other { cell: Some(c) } = op {
+            self.cell_events
+                .entry(format!("c{c}"))
+                .or_default()
+                .push(self.seq);
+        }
         match op {
-            Op::Other => {}
+            Op::Other { .. } => {}
             Op::Cell {
                 kind,
                 cell,
@@ -290,12 +304,12 @@ impl Model {
             .cells()
             .map(|c| {
                 (
-                    c.id.to_string(),
+                    c.id().to_string(),
                     (
-                        c.spec_id.to_string(),
-                        c.run_id.as_deref().map(str::to_owned),
+                        c.spec_id().to_string(),
+                        c.run_id().map(str::to_owned),
                         c.state.as_str(),
-                        c.formation_id.as_deref().map(str::to_owned),
+                        c.formation_id().map(str::to_owned),
                         c.started_at.as_deref().map(str::to_owned),
                         c.destroyed_at.as_deref().map(str::to_owned),
                         c.outcome.as_deref().map(str::to_owned),
@@ -330,7 +344,7 @@ impl Model {
             let key = fid(f);
             let from_index: Vec<String> = s
                 .cells_of_formation(&key)
-                .map(|c| c.id.to_string())
+                .map(|c| c.id().to_string())
                 .collect();
             let expected: Vec<String> = self
                 .cells
@@ -340,7 +354,12 @@ impl Model {
                 .collect();
             from_index == expected
         });
+        let chains_agree = (0..6).all(|c| {
+            let id = format!("c{c}");
+            s.cell_event_seqs(&id, usize::MAX) == self.cell_events.get(&id).cloned()
+        });
         cells == self.cells
+            && chains_agree
             && formations == self.formations
             && names_agree
             && rejections_agree

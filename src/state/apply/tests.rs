@@ -47,7 +47,7 @@ fn cell_lifecycle_fills_the_record() {
     assert_eq!(run(&mut s, 3, &destroyed), Outcome::Applied);
     let c = s.cell("c1").unwrap();
     assert_eq!(c.state, CellState::Destroyed);
-    assert_eq!(c.run_id.as_deref(), Some("r1"));
+    assert_eq!(c.run_id(), Some("r1"));
     assert_eq!(c.started_at.as_deref(), Some("t1"));
     assert_eq!(c.destroyed_at.as_deref(), Some("t3"));
     assert_eq!(c.outcome.as_deref(), Some("succeeded"));
@@ -84,7 +84,7 @@ fn cell_rules() {
     );
     run(&mut s, 4, &started);
     let c = s.cell("c").unwrap();
-    assert_eq!((c.state, &*c.spec_id), (CellState::Running, "sp"));
+    assert_eq!((c.state, c.spec_id()), (CellState::Running, "sp"));
     assert_eq!(
         c.started_at, None,
         "a started without time clears started_at"
@@ -103,7 +103,16 @@ fn cell_rules() {
             Outcome::Ignored(Ignored::CellTerminal)
         );
     }
-    assert_eq!(s.cell("c").cloned(), before, "the record is unchanged");
+    let mut after = s.cell("c").map(|c| CellRecord::clone(c));
+    if let Some(after) = after.as_mut() {
+        assert_eq!(after.last_event_seq, 8, "later events still join the chain");
+        after.last_event_seq = 5;
+    }
+    assert_eq!(
+        after,
+        before.map(|c| CellRecord::clone(&c)),
+        "the record is unchanged"
+    );
     // destroyed on an unseen cell creates a destroyed record.
     let d2 = cell(
         "lifecycle.v1.destroyed",
@@ -116,7 +125,7 @@ fn cell_rules() {
 }
 
 #[test]
-fn cell_events_are_indexed_in_every_family_and_bounded() {
+fn cell_events_are_chained_in_every_family() {
     let mut s = State::default();
     let other =
         r#"{"type":"dev.cellos.events.cell.identity.v1.materialized","data":{"cellId":"c"}}"#;
@@ -127,21 +136,39 @@ fn cell_events_are_indexed_in_every_family_and_bounded() {
     let no_spec = cell("lifecycle.v1.started", r#"{"cellId":"c"}"#, None);
     run(&mut s, 2, &no_spec);
     assert!(s.cell("c").is_none(), "no record without a specId");
-    assert_eq!(
-        s.cell_event_seqs("c")
-            .unwrap()
-            .iter()
-            .copied()
-            .collect::<Vec<_>>(),
-        vec![1, 2]
+    assert_eq!(s.cell_event_seqs("c", 1000), Some(vec![1, 2]));
+    // The record's chain starts with the events from before it existed.
+    let started = cell(
+        "lifecycle.v1.started",
+        r#"{"cellId":"c","specId":"x"}"#,
+        None,
     );
-    for seq in 3..(MAX_CELL_EVENTS as u64 + 10) {
-        run(&mut s, seq, other);
-    }
-    let seqs = s.cell_event_seqs("c").unwrap();
-    assert_eq!(seqs.len(), MAX_CELL_EVENTS);
-    assert_eq!(seqs.front(), Some(&10));
-    assert!(s.cell_event_seqs("nobody").is_none());
+    run(&mut s, 3, &started);
+    run(
+        &mut s,
+        4,
+        &cell(
+            "lifecycle.v1.started",
+            r#"{"cellId":"d","specId":"x"}"#,
+            None,
+        ),
+    );
+    run(&mut s, 5, other);
+    let destroyed = cell(
+        "lifecycle.v1.destroyed",
+        r#"{"cellId":"c","specId":"x"}"#,
+        None,
+    );
+    assert_eq!(run(&mut s, 6, &destroyed), Outcome::Applied);
+    // After the terminal event the cell still collects events that name it.
+    assert_eq!(
+        run(&mut s, 7, &started),
+        Outcome::Ignored(Ignored::CellTerminal)
+    );
+    assert_eq!(s.cell_event_seqs("c", 1000), Some(vec![1, 2, 3, 5, 6, 7]));
+    assert_eq!(s.cell_event_seqs("c", 2), Some(vec![6, 7]));
+    assert_eq!(s.cell_event_seqs("d", 1000), Some(vec![4]));
+    assert_eq!(s.cell_event_seqs("nobody", 1000), None);
 }
 
 #[test]
@@ -166,9 +193,9 @@ fn cells_correlate_with_formations() {
     for (i, ev) in [&c, &b, &a].into_iter().enumerate() {
         run(&mut s, i as u64 + 1, ev);
     }
-    let ids: Vec<&str> = s.cells_of_formation(F1).map(|c| &*c.id).collect();
+    let ids: Vec<&str> = s.cells_of_formation(F1).map(|c| c.id()).collect();
     assert_eq!(ids, ["a", "b"]);
-    assert_eq!(s.cell("a").unwrap().formation_id.as_deref(), Some(F1));
+    assert_eq!(s.cell("a").unwrap().formation_id(), Some(F1));
 }
 
 #[test]
