@@ -320,7 +320,7 @@ fn remember_rejection(state: &mut State, id: Uuid, rejection: Rejection) {
     }
 }
 
-#[cfg(test)]
-mod model;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod model;
 #[cfg(test)]
 mod tests;

@@ -1,17 +1,18 @@
-//! Property tests of the projection: batching does not matter, published snapshots never change,
-//! and the state matches a naive model of the rules.
+//! A naive model of the projection rules, and the check that the real projection agrees with it:
+//! batching does not matter, published snapshots never change, and the state is the model's.
+//! Driven by proptest here and by the `decode_apply` fuzz target (feature `fuzzing`).
 
 use std::collections::BTreeMap;
 
-use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::apply;
 use crate::event::decode::Decoder;
 use crate::state::State;
 
+/// One event, as the model knows it; [`Op::json`] renders the CloudEvent.
 #[derive(Clone, Debug)]
-enum Op {
+pub enum Op {
     Cell {
         kind: u8,
         cell: Option<u8>,
@@ -58,7 +59,7 @@ fn time(t: Option<u8>) -> String {
 }
 
 impl Op {
-    fn json(&self) -> String {
+    pub fn json(&self) -> String {
         match self {
             Op::Cell {
                 kind,
@@ -135,20 +136,80 @@ impl Op {
     }
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => (0u8..3, prop::option::weighted(0.95, 0u8..6), prop::option::weighted(0.9, 0u8..3),
-              prop::option::of(0u8..3), prop::option::of(-3i64..5_000_000_000),
-              prop::option::of(0u8..2), prop::option::of(prop_oneof![0u8..3, Just(9u8)]),
-              prop::option::of(0u8..3))
-            .prop_map(|(kind, cell, spec, run, exit, outcome, formation, time)| Op::Cell {
-                kind, cell, spec, run, exit, outcome, formation, time
-            }),
-        4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
-              prop::option::of(0u8..3), prop::option::of(0u8..3))
-            .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
-        1 => prop::option::of(0u8..6).prop_map(|cell| Op::Other { cell }),
-    ]
+/// Ops from arbitrary bytes (a fuzzer's input), over the same small id spaces as the proptest
+/// strategy so that events collide on cells, formations and names.
+pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
+    let opt = |b: u8, n: u8| (b & 0x80 == 0).then_some((b & 0x7f) % n);
+    data.chunks_exact(8)
+        .map(|c| match c[0] % 9 {
+            0..=3 => Op::Cell {
+                kind: c[1] % 3,
+                cell: opt(c[2], 6),
+                spec: opt(c[3], 3),
+                run: opt(c[4], 3),
+                exit: (c[5] & 0x80 == 0).then(|| i64::from(c[5]) * 40_000_000 - 3),
+                outcome: opt(c[6], 2),
+                formation: opt(c[7], 4).map(|f| if f == 3 { 9 } else { f }),
+                time: opt(c[1].rotate_left(1), 3),
+            },
+            4..=7 => Op::Formation {
+                phase: c[1] % 8,
+                id: opt(c[2], 5).map(|i| if i == 4 { 9 } else { i }),
+                name: opt(c[3], 3),
+                time: opt(c[4], 3),
+            },
+            _ => Op::Other {
+                cell: opt(c[1], 6),
+            },
+        })
+        .collect()
+}
+
+/// Applies `ops` one by one and again in batches cut before each position in `cuts`, cloning a
+/// snapshot at each cut; checks that both agree, that no snapshot changed afterwards, and that the
+/// state is the model's. The error says which check failed.
+pub fn check(ops: &[Op], cuts: &[usize]) -> Result<(), String> {
+    let payloads: Vec<String> = ops.iter().map(Op::json).collect();
+    let mut decoder = Decoder::new();
+    let mut decode_apply = |state: &mut State, i: usize, payload: &str| {
+        let ev = decoder
+            .decode(payload.as_bytes())
+            .map_err(|e| format!("op {i} does not decode: {e}"))?;
+        apply(state, i as u64 + 1, &ev);
+        Ok::<_, String>(())
+    };
+    // One by one, remembering the state after each event.
+    let mut one = State::default();
+    let mut history = vec![one.clone()];
+    for (i, p) in payloads.iter().enumerate() {
+        decode_apply(&mut one, i, p)?;
+        history.push(one.clone());
+    }
+    // In batches, publishing (cloning) a snapshot after each one and keeping them all.
+    let mut batched = State::default();
+    let mut snapshots = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        if cuts.contains(&i) {
+            snapshots.push((i, batched.clone()));
+        }
+        decode_apply(&mut batched, i, p)?;
+    }
+    if batched != one {
+        return Err(format!("batched {batched:#?}\none by one {one:#?}"));
+    }
+    for (i, snap) in snapshots {
+        if snap != history[i] {
+            return Err(format!("the snapshot taken before op {i} changed after publish"));
+        }
+    }
+    let mut model = Model::default();
+    for op in ops {
+        model.apply(op);
+    }
+    if !model.matches(&one) {
+        return Err(format!("model {model:#?}\nstate {one:#?}"));
+    }
+    Ok(())
 }
 
 /// A cell as the model sees it: spec, run, state, formation, started, destroyed, outcome, exit.
@@ -367,45 +428,40 @@ impl Model {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
 
-    #[test]
-    fn batching_and_snapshots_do_not_change_the_result(
-        ops in prop::collection::vec(op(), 0..120),
-        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
-    ) {
-        let payloads: Vec<String> = ops.iter().map(Op::json).collect();
-        let mut decoder = Decoder::new();
-        // One by one, remembering the state after each event.
-        let mut one = State::default();
-        let mut history = vec![one.clone()];
-        for (i, p) in payloads.iter().enumerate() {
-            let ev = decoder.decode(p.as_bytes()).unwrap();
-            apply(&mut one, i as u64 + 1, &ev);
-            history.push(one.clone());
-        }
-        // In batches, publishing (cloning) a snapshot after each one and keeping them all.
-        let mut cut_points: Vec<usize> = cuts.iter().map(|c| c.index(payloads.len() + 1)).collect();
-        cut_points.sort_unstable();
-        let mut batched = State::default();
-        let mut snapshots = Vec::new();
-        for (i, p) in payloads.iter().enumerate() {
-            if cut_points.binary_search(&i).is_ok() {
-                snapshots.push((i, batched.clone()));
+    use super::*;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..3, prop::option::weighted(0.95, 0u8..6), prop::option::weighted(0.9, 0u8..3),
+                  prop::option::of(0u8..3), prop::option::of(-3i64..5_000_000_000),
+                  prop::option::of(0u8..2), prop::option::of(prop_oneof![0u8..3, Just(9u8)]),
+                  prop::option::of(0u8..3))
+                .prop_map(|(kind, cell, spec, run, exit, outcome, formation, time)| Op::Cell {
+                    kind, cell, spec, run, exit, outcome, formation, time
+                }),
+            4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
+                  prop::option::of(0u8..3), prop::option::of(0u8..3))
+                .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
+            1 => prop::option::of(0u8..6).prop_map(|cell| Op::Other { cell }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn batching_and_snapshots_do_not_change_the_result(
+            ops in prop::collection::vec(op(), 0..120),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let cuts: Vec<usize> = cuts.iter().map(|c| c.index(ops.len() + 1)).collect();
+            if let Err(why) = check(&ops, &cuts) {
+                return Err(TestCaseError::fail(why));
             }
-            let ev = decoder.decode(p.as_bytes()).unwrap();
-            apply(&mut batched, i as u64 + 1, &ev);
         }
-        prop_assert_eq!(&batched, &one);
-        for (i, snap) in snapshots {
-            prop_assert_eq!(&snap, &history[i], "a published snapshot changed after publish");
-        }
-        // And the result is what the naive model says.
-        let mut model = Model::default();
-        for op in &ops {
-            model.apply(op);
-        }
-        prop_assert!(model.matches(&one), "model {:#?}\nstate {:#?}", model, one);
     }
 }
