@@ -158,9 +158,7 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                 name: opt(c[3], 3),
                 time: opt(c[4], 3),
             },
-            _ => Op::Other {
-                cell: opt(c[1], 6),
-            },
+            _ => Op::Other { cell: opt(c[1], 6) },
         })
         .collect()
 }
@@ -199,7 +197,9 @@ pub fn check(ops: &[Op], cuts: &[usize]) -> Result<(), String> {
     }
     for (i, snap) in snapshots {
         if snap != history[i] {
-            return Err(format!("the snapshot taken before op {i} changed after publish"));
+            return Err(format!(
+                "the snapshot taken before op {i} changed after publish"
+            ));
         }
     }
     let mut model = Model::default();

@@ -3,10 +3,13 @@
 //! - `ws`: opens N WebSocket subscribers, ingests events at a fixed rate, and reports delivered
 //!   frames/s, publish-to-deliver latency (p50/p99/max), errors and the server's RSS per socket.
 //! - `admit`: C concurrent clients POST formations; reports admissions/s and latency.
+//! - `publish`: publishes cell events straight into JetStream (as supervisors do).
+//! - `wait`: waits until a server's projection cursor reaches a seq (replay and catch-up timing).
 //!
 //! Everything is bounded by `--duration` or `--count`; the tool stops by itself.
 
 mod hist;
+mod nats;
 mod net;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +63,27 @@ enum Mode {
         /// Handshakes in flight at once.
         #[arg(long, default_value_t = 128)]
         connect_parallelism: usize,
+        /// Publish the events into JetStream at this NATS URL instead of POSTing them (for
+        /// servers without `POST /v1/events`); each batch waits for its acks.
+        #[arg(long)]
+        nats: Option<String>,
+    },
+    /// Publish cell events into the `CELLOS_EVENTS` stream (created if missing).
+    Publish {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Events per second; 0 publishes as fast as the acks come back.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
+    /// Wait until `GET /v1/formations` reports a cursor of at least `--cursor`; prints the time.
+    Wait {
+        #[arg(long)]
+        cursor: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
     },
     /// Formation admissions from concurrent clients.
     Admit {
@@ -107,6 +131,7 @@ async fn main() -> Result<()> {
             pad,
             server_pid,
             connect_parallelism,
+            nats,
         } => {
             ws(
                 &args.addr,
@@ -118,10 +143,26 @@ async fn main() -> Result<()> {
                 pad,
                 server_pid,
                 connect_parallelism,
+                nats.as_deref(),
             )
             .await
         }
         Mode::Admit { clients, count } => admit(&args.addr, &args.token, clients, count).await,
+        Mode::Publish { nats, count, rate } => nats::publish(&nats, count, rate).await.map(|_| ()),
+        Mode::Wait {
+            cursor,
+            timeout_secs,
+        } => {
+            let secs = nats::wait_for_cursor(
+                &args.addr,
+                &args.token,
+                cursor,
+                Duration::from_secs(timeout_secs),
+            )
+            .await?;
+            println!("cursor {cursor} reached after {secs:.3} s");
+            Ok(())
+        }
     }
 }
 
@@ -136,6 +177,7 @@ async fn ws(
     pad: usize,
     server_pid: Option<u32>,
     parallelism: usize,
+    nats_url: Option<&str>,
 ) -> Result<()> {
     let rss_before = server_pid.and_then(rss_kib);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -201,6 +243,10 @@ async fn ws(
 
     // Paced producer: one POST of `batch` events every batch/rate seconds.
     let mut http = net::Http::connect(addr, token).await?;
+    let js = match nats_url {
+        Some(url) => Some(nats::connect(url).await?),
+        None => None,
+    };
     let padding = "x".repeat(pad);
     let period = Duration::from_secs_f64(batch as f64 / rate as f64);
     let mut tick = tokio::time::interval(period);
@@ -219,24 +265,37 @@ async fn ws(
                 )
             })
             .collect();
-        let body = format!("[{}]", events.join(","));
         let t = Instant::now();
-        let (status, answer) = http
-            .request(
-                "POST",
-                "/v1/events",
-                "application/cloudevents-batch+json",
-                body.as_bytes(),
-            )
-            .await
-            .context("ingest request")?;
-        post.record(t.elapsed().as_micros() as u64);
-        if status != 202 {
-            anyhow::bail!(
-                "ingest answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
+        if let Some(js) = &js {
+            let mut acks = Vec::with_capacity(events.len());
+            for e in events {
+                acks.push(
+                    js.publish("cellos.events.other.load.tick", e.into())
+                        .await?,
+                );
+            }
+            for ack in acks {
+                ack.await.context("publish ack")?;
+            }
+        } else {
+            let body = format!("[{}]", events.join(","));
+            let (status, answer) = http
+                .request(
+                    "POST",
+                    "/v1/events",
+                    "application/cloudevents-batch+json",
+                    body.as_bytes(),
+                )
+                .await
+                .context("ingest request")?;
+            if status != 202 {
+                anyhow::bail!(
+                    "ingest answered {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
         }
+        post.record(t.elapsed().as_micros() as u64);
         sent += batch;
     }
     let produce_secs = produce_start.elapsed().as_secs_f64();
@@ -262,7 +321,7 @@ async fn ws(
         errors.load(Ordering::Relaxed)
     );
     println!(
-        "events ingested     {sent} at {:.0}/s (POST p50 {} us, p99 {} us)",
+        "events ingested     {sent} at {:.0}/s (ingest call p50 {} us, p99 {} us)",
         sent as f64 / produce_secs,
         post.quantile(0.5),
         post.quantile(0.99)
