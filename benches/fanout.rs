@@ -41,10 +41,11 @@ fn fanout(c: &mut Criterion) {
                         changed = heads.changed() => if changed.is_err() { return },
                         _ = stop.cancelled() => return,
                     }
-                    // An idle session: its filter matches nothing; it only walks its position.
+                    // An idle session: its filter matches nothing; it walks its position and
+                    // looks at each frame in place, as `ws::session` does.
                     let published = ring.published();
                     while pos < published {
-                        let _ = ring.get(pos).map(|f| f.seq);
+                        let _ = ring.peek(pos, |f| f.seq);
                         pos += 1;
                     }
                 }

@@ -92,6 +92,17 @@ impl Ring {
         (frame.index == index).then_some(frame)
     }
 
+    /// Reads frame `index` in place, without taking a reference to it: what a session uses to
+    /// skip frames its filter rejects, so idle subscribers never write to a frame's cache line.
+    pub fn peek<R>(&self, index: u64, f: impl FnOnce(&Frame) -> R) -> Option<R> {
+        if index >= self.published() {
+            return None;
+        }
+        let slot = self.slots[(index & self.mask) as usize].load();
+        let frame = slot.as_ref()?;
+        (frame.index == index).then(|| f(frame))
+    }
+
     /// Index of the oldest frame still guaranteed to be in the ring.
     pub fn oldest(&self) -> u64 {
         self.published().saturating_sub(self.capacity())

@@ -25,6 +25,8 @@ pub const MAX_BATCH_EVENTS: usize = 4096;
 pub const BATCH_QUEUE: usize = 16;
 /// Most events applied between two snapshot publishes when batches queue up.
 pub const MAX_ROUND_EVENTS: usize = 8192;
+/// How often the tailer reads the log's end for the `log_lag` gauge.
+const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Per-round tallies, flushed to metrics at each publish.
 #[derive(Default)]
@@ -259,6 +261,7 @@ pub async fn run_tailer(
 ) {
     let mut tail = log.clone().tail(after);
     let mut backoff = Duration::from_millis(50);
+    let mut lag_sampled = Instant::now() - LAG_SAMPLE_PERIOD;
     loop {
         let next = tokio::select! {
             next = tail.next(MAX_BATCH_EVENTS) => next,
@@ -275,8 +278,12 @@ pub async fn run_tailer(
                 if batch.caught_up && status.ready_at.load(Ordering::Acquire) == u64::MAX {
                     status.ready_at.store(delivered, Ordering::Release);
                 }
-                if let Ok(b) = log.bounds().await {
-                    metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
+                // The log's end is one broker request on JetStream: sample it, not per batch.
+                if lag_sampled.elapsed() >= LAG_SAMPLE_PERIOD {
+                    lag_sampled = Instant::now();
+                    if let Ok(b) = log.bounds().await {
+                        metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
+                    }
                 }
                 if !batch.events.is_empty() {
                     tokio::select! {

@@ -254,18 +254,33 @@ impl Session {
             if pos == published {
                 break;
             }
-            let frame = match ring.get(pos) {
-                Some(f) if published - pos <= self.max_backlog => f,
-                _ => {
-                    return Err(End::Close(
-                        CLOSE_LAGGED,
-                        format!("lagged; resume with since={}", self.delivered),
-                    ));
-                }
+            let lagged = || {
+                End::Close(
+                    CLOSE_LAGGED,
+                    format!("lagged; resume with since={}", self.delivered),
+                )
             };
+            if published - pos > self.max_backlog {
+                return Err(lagged());
+            }
+            // Most frames do not pass a filtered session's filter: decide in place, and take a
+            // reference only to frames that will be written.
+            let (seq, wanted) = ring
+                .peek(pos, |f| {
+                    (
+                        f.seq,
+                        f.seq > self.cursor && self.filter.matches(&f.subject, f.formation),
+                    )
+                })
+                .ok_or_else(lagged)?;
+            if wanted {
+                let frame = ring.get(pos).ok_or_else(lagged)?;
+                sent += self.offer(&frame).await?;
+            } else {
+                self.cursor = self.cursor.max(seq);
+            }
             pos += 1;
             self.live = Some(pos);
-            sent += self.offer(&frame).await?;
         }
         self.finish_burst(sent).await
     }
