@@ -111,12 +111,14 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn sent_at(frame: &[u8]) -> Option<u64> {
     let key = b"\"sentAt\":";
     let at = frame.windows(key.len()).position(|w| w == key)? + key.len();
-    let digits: Vec<u8> = frame[at..]
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
+    number_at(frame, at)
+}
+
+/// The unsigned integer written at `bytes[at..]`.
+fn number_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let digits = bytes.get(at..)?;
+    let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
 }
 
 #[tokio::main]

@@ -129,12 +129,7 @@ pub async fn wait_for_cursor(addr: &str, token: &str, seq: u64, timeout: Duratio
 fn cursor_of(body: &[u8]) -> Option<u64> {
     let key = b"\"cursor\":";
     let at = body.windows(key.len()).rposition(|w| w == key)? + key.len();
-    let digits: Vec<u8> = body[at..]
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
+    crate::number_at(body, at)
 }
 
 #[cfg(test)]
