@@ -131,7 +131,6 @@ async fn server_pipeline(log: &Arc<EmbeddedLog>, n: u64) -> u64 {
         0,
         batches_tx,
         Arc::new(TailStatus::default()),
-        metrics,
         stop.clone(),
     ));
     applied_rx

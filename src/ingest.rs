@@ -25,8 +25,8 @@ pub const MAX_BATCH_EVENTS: usize = 4096;
 pub const BATCH_QUEUE: usize = 16;
 /// Most events applied between two snapshot publishes when batches queue up.
 pub const MAX_ROUND_EVENTS: usize = 8192;
-/// How often the tailer reads the log's end for the `log_lag` gauge.
-const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+/// How often the log's end is read (the `log_lag` gauge, and noticing a log that was reset).
+const LOG_END_PERIOD: Duration = Duration::from_secs(1);
 
 /// Per-round tallies, flushed to metrics at each publish.
 #[derive(Default)]
@@ -210,6 +210,9 @@ pub struct TailStatus {
     ready_at: AtomicU64,
     /// Highest seq handed to the ingest thread.
     delivered: AtomicU64,
+    /// The log's last seq when it was last seen below what had been delivered from it (a reset
+    /// log); `u64::MAX` otherwise.
+    log_reset_at: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -219,6 +222,7 @@ impl Default for TailStatus {
             log_ok: AtomicBool::new(false),
             ready_at: AtomicU64::new(u64::MAX),
             delivered: AtomicU64::new(0),
+            log_reset_at: AtomicU64::new(u64::MAX),
             last_error: std::sync::Mutex::new(None),
         }
     }
@@ -228,6 +232,13 @@ impl Default for TailStatus {
 pub fn not_ready_reason(status: &TailStatus, log: &dyn EventLog, cursor: u64) -> Option<String> {
     if let Err(why) = log.health() {
         return Some(format!("event log unreachable: {why}"));
+    }
+    let end = status.log_reset_at.load(Ordering::Acquire);
+    if end != u64::MAX {
+        return Some(format!(
+            "the event log ends at seq {end}, before the applied seq {cursor}: it was reset or \
+             replaced; restart the server to project it from the start"
+        ));
     }
     if !status.log_ok.load(Ordering::Acquire) {
         let why = status
@@ -249,6 +260,41 @@ pub fn not_ready_reason(status: &TailStatus, log: &dyn EventLog, cursor: u64) ->
         .then(|| format!("replaying the event log: applied through seq {cursor} of {target}"))
 }
 
+/// Samples the log's end every [`LOG_END_PERIOD`] until `stop`: the `log_lag` gauge, and the
+/// evidence `/readyz` needs to refuse a log that now ends before what was applied (a JetStream
+/// stream deleted and recreated, or a NATS store lost). The tail alone would wait silently.
+pub async fn sample_log_end(
+    log: Arc<dyn EventLog>,
+    status: Arc<TailStatus>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(LOG_END_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        // `delivered` is read before asking for the end: everything delivered was appended
+        // before that question, so an end below it means the log itself moved backwards.
+        let delivered = status.delivered.load(Ordering::Acquire);
+        if let Ok(b) = log.bounds().await {
+            metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
+            let reset = if b.last < delivered { b.last } else { u64::MAX };
+            let previous = status.log_reset_at.swap(reset, Ordering::AcqRel);
+            if reset != u64::MAX && previous == u64::MAX {
+                tracing::error!(
+                    log_end = b.last,
+                    applied = delivered,
+                    "the event log now ends before what was applied: it was reset or replaced; \
+                     restart the server to project it from the start"
+                );
+            }
+        }
+    }
+}
+
 /// Reads the log from `after` forever (replay, then live) and hands batches to the ingest thread.
 /// Log errors are retried with backoff from the same position: nothing is skipped or repeated.
 pub async fn run_tailer(
@@ -256,12 +302,10 @@ pub async fn run_tailer(
     after: u64,
     batches: mpsc::Sender<Vec<RawEvent>>,
     status: Arc<TailStatus>,
-    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut tail = log.clone().tail(after);
     let mut backoff = Duration::from_millis(50);
-    let mut lag_sampled = Instant::now() - LAG_SAMPLE_PERIOD;
     loop {
         let next = tokio::select! {
             next = tail.next(MAX_BATCH_EVENTS) => next,
@@ -277,13 +321,6 @@ pub async fn run_tailer(
                 let delivered = status.delivered.load(Ordering::Acquire);
                 if batch.caught_up && status.ready_at.load(Ordering::Acquire) == u64::MAX {
                     status.ready_at.store(delivered, Ordering::Release);
-                }
-                // The log's end is one broker request on JetStream: sample it, not per batch.
-                if lag_sampled.elapsed() >= LAG_SAMPLE_PERIOD {
-                    lag_sampled = Instant::now();
-                    if let Ok(b) = log.bounds().await {
-                        metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
-                    }
                 }
                 if !batch.events.is_empty() {
                     tokio::select! {

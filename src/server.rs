@@ -115,6 +115,11 @@ pub async fn start_with(
         0,
         batches_tx,
         tail.clone(),
+        stop_pipeline.clone(),
+    ));
+    tokio::spawn(ingest::sample_log_end(
+        log.clone(),
+        tail.clone(),
         metrics.clone(),
         stop_pipeline.clone(),
     ));

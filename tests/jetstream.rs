@@ -417,6 +417,48 @@ async fn a_nats_restart_mid_stream_loses_and_repeats_nothing() {
     s.shutdown().await;
 }
 
+/// NATS comes back with its store lost: the stream is recreated empty, so the log now ends before
+/// what this server applied. It keeps serving what it has, but is not ready, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_was_reset_is_refused_by_readyz() {
+    let mut nats = nats_or_skip!();
+    let s = Js::start(&nats).await;
+    let evs: Vec<Value> = (0..3)
+        .map(|i| started(&format!("r{i}"), "spec", None, &ts(i)))
+        .collect();
+    assert_eq!(s.ingest(&evs).await, [1, 2, 3]);
+    let cells_before = s.get("/v1/cells").await.ok_json_text();
+
+    nats.stop().await;
+    std::fs::remove_dir_all(nats.store_dir()).unwrap();
+    std::fs::create_dir_all(nats.store_dir()).unwrap();
+    nats.restart().await;
+    // Another producer publishes into the new, empty stream (the server recreates it too).
+    let js = nats.jetstream().await;
+    let _ = js.get_or_create_stream(stream_config()).await.unwrap();
+    publish(
+        &js,
+        "cellos.events.cells.x.started",
+        &started("x", "spec", None, &ts(9)),
+    )
+    .await;
+
+    let mut last;
+    wait_until!(format!("/readyz refuses the reset log (last: {last})"), {
+        let r = s.get_as("/readyz", Auth::None).await;
+        last = r.text();
+        r.status == 503 && last.contains("reset or replaced")
+    });
+    let r = s.get_as("/readyz", Auth::None).await;
+    assert!(
+        r.text().contains("before the applied seq 3"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.get("/v1/cells").await.ok_json_text(), cells_before);
+    s.shutdown().await;
+}
+
 /// (e): while this server is cut off, another producer publishes (right after NATS comes back,
 /// before this server has reconnected, and later): everything is projected exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
