@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 /// Default number of frames the ring keeps.
 pub const DEFAULT_RING_CAPACITY: usize = 65_536;
+/// Frames are encoded into blocks of this size (larger frames get a block of their own).
+const FRAME_BLOCK: usize = 64 * 1024;
 
 /// One event as subscribers receive it.
 #[derive(Debug)]
@@ -156,7 +158,12 @@ impl RingWriter {
 
     /// Encodes and stores one frame. Not visible to readers until [`RingWriter::commit`].
     pub fn push(&mut self, seq: u64, payload: &[u8], subject: Arc<str>, formation: Option<Uuid>) {
-        self.encode.reserve(payload.len() + 32);
+        // Frames are carved out of shared blocks: one allocation per block, not per frame. A
+        // block is freed once every frame cut from it has left the ring and every socket.
+        let need = payload.len() + 32;
+        if self.encode.capacity() < need {
+            self.encode.reserve(need.max(FRAME_BLOCK));
+        }
         self.encode.put_slice(b"{\"seq\":");
         let mut digits = itoa::Buffer::new();
         self.encode.put_slice(digits.format(seq).as_bytes());
