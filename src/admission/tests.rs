@@ -435,3 +435,22 @@ fn normalized_document_with_labels_is_a_hybrid_when_resubmitted() {
     let second = admit(&serde_json::to_vec(&first.document).unwrap()).unwrap();
     assert_eq!(second.document, first.document);
 }
+
+/// Found by the admission fuzzer: `8E-56` inside a document parsed to a float one ulp off the
+/// nearest, so the stored document changed when it was admitted again. Numbers are parsed
+/// exactly (serde_json `float_roundtrip`), so a document is a fixed point, digits and all.
+/// Under `cargo test` a dev-dependency (jsonschema) turns that feature on anyway, so this test
+/// alone would not catch its removal; the input is also in `fuzz/corpus/admission/`, which
+/// `.ci/fuzz` replays with the server's own feature set.
+#[test]
+fn numbers_in_documents_survive_readmission() {
+    let input = include_bytes!("../../fuzz/regressions/admission-float-not-round-tripped.json");
+    let first = admit(input).expect("admitted");
+    let second = admit(&serde_json::to_vec(&first.document).unwrap()).expect("admitted again");
+    assert_eq!(second.document, first.document);
+    let doc = flat(json!([{"id": "c", "weight": 8E-56, "ratio": 0.1, "big": 6e74}]));
+    let first = admit(doc.to_string().as_bytes()).unwrap();
+    assert_eq!(first.document["members"][0]["weight"], json!(8e-56));
+    let text = serde_json::to_string(&first.document).unwrap();
+    assert!(text.contains("\"weight\":8e-56"), "{text}");
+}
