@@ -74,9 +74,12 @@ enum Mode {
         nats: String,
         #[arg(long, default_value_t = 100_000)]
         count: u64,
-        /// Events per second; 0 publishes as fast as the acks come back.
+        /// Events per second in total; 0 publishes as fast as the acks come back.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Parallel publishing connections (each owns a share of the cells).
+        #[arg(long, default_value_t = 4)]
+        publishers: u64,
     },
     /// Wait until `GET /v1/formations` reports a cursor of at least `--cursor`; prints the time.
     Wait {
@@ -150,7 +153,14 @@ async fn main() -> Result<()> {
             .await
         }
         Mode::Admit { clients, count } => admit(&args.addr, &args.token, clients, count).await,
-        Mode::Publish { nats, count, rate } => nats::publish(&nats, count, rate).await.map(|_| ()),
+        Mode::Publish {
+            nats,
+            count,
+            rate,
+            publishers,
+        } => nats::publish(&nats, count, rate, publishers)
+            .await
+            .map(|_| ()),
         Mode::Wait {
             cursor,
             timeout_secs,

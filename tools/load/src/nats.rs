@@ -63,17 +63,47 @@ pub async fn connect(url: &str) -> Result<jetstream::Context> {
     Ok(js)
 }
 
-/// Publishes `count` events (`rate` per second, 0 = as fast as acks allow) and returns the seq
-/// of the last one.
-pub async fn publish(url: &str, count: u64, rate: u64) -> Result<u64> {
-    let js = connect(url).await?;
+/// Publishes `count` events from `publishers` connections in parallel (each its own share of
+/// the cells, in order), `rate` per second in total (0: as fast as acks allow). Returns the
+/// highest seq acknowledged.
+pub async fn publish(url: &str, count: u64, rate: u64, publishers: u64) -> Result<u64> {
+    let publishers = publishers.max(1);
     let run = crate::now_us();
+    // Shares start on a cell boundary (8 events per cell) so every cell has one publisher.
+    let share = count.div_ceil(publishers).div_ceil(8) * 8;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..publishers {
+        let (from, to) = ((k * share).min(count), ((k + 1) * share).min(count));
+        let js = connect(url).await?;
+        let rate = rate / publishers;
+        tasks.push(tokio::spawn(publish_range(js, run, from..to, rate)));
+    }
+    let mut last = 0;
+    for t in tasks {
+        last = last.max(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "published           {count} events from {publishers} connections in {secs:.2} s: {:.0}/s, last seq {last}",
+        count as f64 / secs
+    );
+    Ok(last)
+}
+
+async fn publish_range(
+    js: jetstream::Context,
+    run: u64,
+    range: std::ops::Range<u64>,
+    rate: u64,
+) -> Result<u64> {
     let mut pending: VecDeque<PublishAckFuture> = VecDeque::with_capacity(ACK_WINDOW);
     let mut last = 0;
     let started = Instant::now();
-    for i in 0..count {
+    let first = range.start;
+    for i in range {
         if rate > 0 {
-            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            let due = started + Duration::from_secs_f64((i - first) as f64 / rate as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 if wait > Duration::from_millis(1) {
                     tokio::time::sleep(wait).await;
@@ -83,19 +113,14 @@ pub async fn publish(url: &str, count: u64, rate: u64) -> Result<u64> {
         let (subject, payload) = cell_event(run, i);
         if pending.len() == ACK_WINDOW {
             if let Some(ack) = pending.pop_front() {
-                last = ack.await.context("publish ack")?.sequence;
+                last = last.max(ack.await.context("publish ack")?.sequence);
             }
         }
         pending.push_back(js.publish(subject, payload).await.context("publish")?);
     }
     for ack in pending {
-        last = ack.await.context("publish ack")?.sequence;
+        last = last.max(ack.await.context("publish ack")?.sequence);
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "published           {count} events in {secs:.2} s: {:.0}/s, last seq {last}",
-        count as f64 / secs
-    );
     Ok(last)
 }
 
