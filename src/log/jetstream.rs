@@ -236,15 +236,21 @@ impl JetStreamLog {
         }
     }
 
-    async fn read_range(&self, after: u64, max: usize) -> Result<Vec<RawEvent>, LogError> {
+    /// The stream's current state (one JetStream API request).
+    async fn stream_state(&self) -> Result<stream::State, LogError> {
         self.ready()?;
         let info = self
             .stream
             .get_info()
             .await
             .map_err(|e| unavailable("JetStream stream info", e))?;
-        let last = info.state.last_sequence;
-        let mut next = after.saturating_add(1).max(info.state.first_sequence);
+        Ok(info.state)
+    }
+
+    async fn read_range(&self, after: u64, max: usize) -> Result<Vec<RawEvent>, LogError> {
+        let state = self.stream_state().await?;
+        let last = state.last_sequence;
+        let mut next = after.saturating_add(1).max(state.first_sequence);
         let mut out = Vec::new();
         let mut bytes = 0usize;
         // Windows of at most the events still wanted; deleted seqs leave holes, so a window can
@@ -308,13 +314,7 @@ impl EventLog for JetStreamLog {
 
     fn bounds(&self) -> BoxFuture<'_, Result<Bounds, LogError>> {
         Box::pin(async move {
-            self.ready()?;
-            let info = self
-                .stream
-                .get_info()
-                .await
-                .map_err(|e| unavailable("JetStream stream info", e))?;
-            let s = info.state;
+            let s = self.stream_state().await?;
             let first = if s.messages == 0 {
                 s.last_sequence.saturating_add(1)
             } else {
