@@ -18,9 +18,9 @@
 //!
 //! - `decode_apply_publish/<pattern>/cells_N/B`: `Ingestor::ingest` for B events, then
 //!   `Publisher::publish(ingestor.snapshot())` and `RingWriter::commit()`, as the ingest thread does
-//!   per round (metrics flushing and the applied-cursor watch are left out). B = 65,536 is
-//!   `ingest::MAX_ROUND_EVENTS`, the round the ingest thread applies between publishes when it
-//!   is behind (replay, saturation).
+//!   per round (metrics flushing and the applied-cursor watch are left out). When it is behind
+//!   (replay, saturation) the ingest thread publishes every `ingest::MAX_ROUND_EVENTS` (8,192)
+//!   events; B = 4,096 and 65,536 bracket that round.
 //! - `apply_publish/scattered/cells_N/B`: the same events decoded beforehand: only `state::apply`
 //!   and the snapshot publish per batch (no decode, no frame).
 //!
@@ -209,9 +209,10 @@ impl ApplyRun {
         took
     }
 
-    /// Back to the pre-populated state: an O(1) clone of the persistent maps.
+    /// Back to the pre-populated state (untimed): an O(1) clone of the persistent maps plus the
+    /// writer's cell lookup.
     fn reset(&mut self) {
-        self.state = self.base.clone();
+        self.state = self.base.fork();
         self.pos = 0;
     }
 }
@@ -303,7 +304,7 @@ fn bench_cells(c: &mut Criterion, cells: u64) {
     let events: Vec<Event<'_>> = owned.iter().map(common::Owned::view).collect();
     let (publisher, _reader) = snapshot::channel();
     let mut run = ApplyRun {
-        state: base.clone(),
+        state: base.fork(),
         base,
         publisher,
         seq: cells,

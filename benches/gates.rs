@@ -194,7 +194,7 @@ fn apply_setup() -> ApplyFixture {
     // Leaked once per process (the benchmark runs once): events borrow from it.
     let owned: &'static [common::Owned] = owned.leak();
     let events: Vec<Event<'static>> = owned.iter().map(common::Owned::view).collect();
-    let state = pipeline.ingestor.state().clone();
+    let state = pipeline.ingestor.state().fork();
     // Check the workload (on a throwaway copy): every event of the batch applies.
     let mut check = state.clone();
     for (k, ev) in events.iter().enumerate() {

@@ -4,7 +4,9 @@
 //! mutates its private copy in place and publishes a clone per batch. Only `apply` mutates it.
 
 pub mod apply;
+pub mod cells;
 pub mod links;
+pub mod slots;
 pub mod snapshot;
 pub mod text;
 
@@ -15,6 +17,7 @@ use imbl::{OrdMap, OrdSet};
 use uuid::Uuid;
 
 pub use apply::{apply, Ignored, Outcome};
+pub use cells::{Cell, CellMut, Cells};
 pub use links::{CellLinks, CELL_LINK_WINDOW};
 pub use snapshot::{Publisher, Reader, Snapshot};
 pub use text::Text;
@@ -93,21 +96,20 @@ impl CellState {
     }
 }
 
-/// What a cell record is created with and at most filled in later (never changed once set).
-/// Shared between record versions: an update clones one `Arc`, not four strings.
+/// What a cell is created with and at most filled in later (never changed once set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellIdentity {
-    pub id: Arc<str>,
+    pub id: Text,
     pub spec_id: Arc<str>,
     pub run_id: Option<Arc<str>>,
     pub formation_id: Option<Arc<str>>,
 }
 
-/// One cell. Cloned on its first update after each publish, so that clone must be cheap: the
-/// identity is one shared pointer, the changing strings (times, outcome) are inline [`Text`].
+/// What changes about a cell as its events arrive (the identity is kept apart, see [`Cells`]).
+/// Copied on its first update after each publish, with its leaf, so it is plain data: the
+/// strings (times, outcome) are inline [`Text`] unless unusually long.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellRecord {
-    pub identity: Arc<CellIdentity>,
     pub state: CellState,
     pub started_at: Option<Text>,
     pub destroyed_at: Option<Text>,
@@ -116,21 +118,6 @@ pub struct CellRecord {
     /// Seq of the newest event naming this cell in `data.cellId` (any family): the head of its
     /// event chain in [`CellLinks`].
     pub last_event_seq: u64,
-}
-
-impl CellRecord {
-    pub fn id(&self) -> &str {
-        &self.identity.id
-    }
-    pub fn spec_id(&self) -> &str {
-        &self.identity.spec_id
-    }
-    pub fn run_id(&self) -> Option<&str> {
-        self.identity.run_id.as_deref()
-    }
-    pub fn formation_id(&self) -> Option<&str> {
-        self.identity.formation_id.as_deref()
-    }
 }
 
 /// A `created` (or first) event refused because another live formation held the name.
@@ -146,7 +133,7 @@ pub struct State {
     formations: OrdMap<Uuid, Arc<FormationRecord>>,
     /// Name → the newest formation that claimed it. A name is held while that formation is live.
     names: OrdMap<Arc<str>, Uuid>,
-    cells: OrdMap<Arc<str>, Arc<CellRecord>>,
+    cells: Cells,
     /// Formation id (as correlated by producers) → its cells.
     cells_by_formation: OrdMap<Arc<str>, OrdSet<Arc<str>>>,
     rejections: OrdMap<Uuid, Rejection>,
@@ -158,6 +145,14 @@ pub struct State {
 }
 
 impl State {
+    /// A copy to apply further events to: an O(1) clone, plus O(cells) to rebuild the writer's
+    /// cell lookup, which clones leave behind (the first write would rebuild it anyway).
+    pub fn fork(&self) -> State {
+        let mut state = self.clone();
+        state.cells.prepare_writes();
+        state
+    }
+
     pub fn formation(&self, id: &Uuid) -> Option<&Arc<FormationRecord>> {
         self.formations.get(id)
     }
@@ -187,13 +182,13 @@ impl State {
         self.rejections.get(id).copied()
     }
 
-    pub fn cell(&self, id: &str) -> Option<&Arc<CellRecord>> {
+    pub fn cell(&self, id: &str) -> Option<Cell<'_>> {
         self.cells.get(id)
     }
 
     /// All cells in ascending id (byte) order.
-    pub fn cells(&self) -> impl Iterator<Item = &Arc<CellRecord>> + '_ {
-        self.cells.values()
+    pub fn cells(&self) -> impl Iterator<Item = Cell<'_>> + '_ {
+        self.cells.iter()
     }
 
     pub fn cell_count(&self) -> usize {
@@ -214,7 +209,7 @@ impl State {
     pub fn cells_of_formation<'a>(
         &'a self,
         formation_id: &str,
-    ) -> impl Iterator<Item = &'a Arc<CellRecord>> + 'a {
+    ) -> impl Iterator<Item = Cell<'a>> + 'a {
         self.cells_by_formation
             .get(formation_id)
             .into_iter()

@@ -7,7 +7,7 @@ use super::problem::ApiError;
 use super::query::CellsQuery;
 use super::{json, render, Body, Ctx};
 use crate::state::apply::normalize_formation_ref;
-use crate::state::{CellRecord, CellState};
+use crate::state::{Cell, CellState};
 
 /// Largest `limit` honoured; larger values are clamped.
 pub const MAX_CELLS_LIMIT: usize = 1000;
@@ -25,7 +25,7 @@ pub fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> 
     };
     let limit = q.limit.map_or(usize::MAX, |l| l.min(MAX_CELLS_LIMIT));
     let snap = ctx.reader.load();
-    let keep = |c: &&std::sync::Arc<CellRecord>| state.is_none_or(|s| c.state == s);
+    let keep = |c: &Cell<'_>| state.is_none_or(|s| c.state == s);
     let mut out = Vec::with_capacity(4096);
     match q.formation.as_deref() {
         None => render::array(

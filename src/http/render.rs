@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use crate::state::{CellRecord, FormationRecord};
+use crate::state::{Cell, FormationRecord};
 
 fn str_lit(out: &mut Vec<u8>, s: &str) {
     // Serializing a &str into a Vec cannot fail.
@@ -36,7 +36,7 @@ pub fn formation(out: &mut Vec<u8>, f: &FormationRecord) {
 }
 
 /// Every key always present, snake_case, `null` when unset; `status` mirrors `state`.
-pub fn cell(out: &mut Vec<u8>, c: &CellRecord) {
+pub fn cell(out: &mut Vec<u8>, c: Cell<'_>) {
     out.extend_from_slice(b"{\"id\":");
     str_lit(out, c.id());
     out.extend_from_slice(b",\"spec_id\":");

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
+    CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State, Text,
     MAX_REMEMBERED_REJECTIONS,
 };
 use crate::event::{Event, Kind, Phase};
@@ -147,18 +147,19 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
     };
     let mut claimed_formation = None;
     let previous = match state.cells.get_mut(cell_id) {
-        Some(shared) => {
-            let rec = Arc::make_mut(shared);
+        Some(mut cell) => {
+            let id = cell.identity();
+            let fill_spec = id.spec_id.is_empty() && !spec_id.is_empty();
+            let fill_run = id.run_id.is_none() && ev.run_id.is_some();
+            let fill_formation = id.formation_id.is_none() && ev.formation_id.is_some();
+            let rec = cell.record();
             let previous = std::mem::replace(&mut rec.last_event_seq, seq);
             if rec.state == CellState::Destroyed {
                 return (Outcome::Ignored(Ignored::CellTerminal), previous);
             }
-            let id = &rec.identity;
-            let fill_spec = id.spec_id.is_empty() && !spec_id.is_empty();
-            let fill_run = id.run_id.is_none() && ev.run_id.is_some();
-            let fill_formation = id.formation_id.is_none() && ev.formation_id.is_some();
+            cell_effect(rec, ev);
             if fill_spec || fill_run || fill_formation {
-                let id = Arc::make_mut(&mut rec.identity);
+                let id = cell.identity_mut();
                 if fill_spec {
                     id.spec_id = spec_id.into();
                 }
@@ -167,28 +168,25 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                 }
                 if fill_formation {
                     id.formation_id = ev.formation_id.map(normalize_formation_ref);
-                    claimed_formation = id.formation_id.clone().map(|f| (f, id.id.clone()));
+                    claimed_formation = id
+                        .formation_id
+                        .clone()
+                        .map(|f| (f, Arc::from(id.id.as_str())));
                 }
             }
-            cell_effect(rec, ev);
             previous
         }
         None => {
             // Events that named the cell before it had a record lead its chain.
             let previous = state.orphan_heads.remove(cell_id).unwrap_or(0);
             let identity = CellIdentity {
-                id: Arc::from(cell_id),
+                id: Text::from(cell_id),
                 spec_id: spec_id.into(),
                 run_id: ev.run_id.map(Into::into),
                 formation_id: ev.formation_id.map(normalize_formation_ref),
             };
-            claimed_formation = identity
-                .formation_id
-                .clone()
-                .map(|f| (f, identity.id.clone()));
-            let id = identity.id.clone();
+            let formation = identity.formation_id.clone();
             let mut rec = CellRecord {
-                identity: Arc::new(identity),
                 state: CellState::Pending,
                 started_at: None,
                 destroyed_at: None,
@@ -197,7 +195,8 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                 last_event_seq: seq,
             };
             cell_effect(&mut rec, ev);
-            state.cells.insert(id, Arc::new(rec));
+            let id = state.cells.insert(identity, rec);
+            claimed_formation = formation.map(|f| (f, id));
             previous
         }
     };
@@ -215,7 +214,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
 /// without a record keep their newest event in `orphan_heads` until the record exists.
 fn note_cell_event(state: &mut State, cell: &str, seq: u64) -> u64 {
     match state.cells.get_mut(cell) {
-        Some(shared) => std::mem::replace(&mut Arc::make_mut(shared).last_event_seq, seq),
+        Some(mut cell) => std::mem::replace(&mut cell.record().last_event_seq, seq),
         None => match state.orphan_heads.get_mut(cell) {
             Some(head) => std::mem::replace(head, seq),
             None => {

@@ -11,13 +11,21 @@ use std::sync::Arc;
 /// Longest text stored inline: an RFC 3339 time with nanoseconds and an offset is 35 bytes.
 pub const INLINE_TEXT: usize = 38;
 
-#[derive(Clone, PartialEq, Eq)]
+/// Equality is that of the bytes, whichever way the text is stored.
+#[derive(Clone)]
 pub enum Text {
     Inline { len: u8, bytes: [u8; INLINE_TEXT] },
     Shared(Arc<str>),
 }
 
 impl Text {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Shared(s) => s.as_bytes(),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             // The bytes are a prefix of a `&str` copied whole in `From<&str>`, so always UTF-8;
@@ -44,6 +52,14 @@ impl From<&str> for Text {
         }
     }
 }
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Text {}
 
 impl Deref for Text {
     type Target = str;
@@ -73,6 +89,7 @@ mod tests {
             let t = Text::from(s);
             assert_eq!(t.as_str(), s);
             assert_eq!(matches!(t, Text::Inline { .. }), s.len() <= INLINE_TEXT);
+            assert!(t == Text::from(s) && t != Text::from(format!("{s}.").as_str()));
         }
         assert_eq!(std::mem::size_of::<Option<Text>>(), 40);
     }
