@@ -4,8 +4,8 @@
 //! The hot path is an update of a cell that already exists, scattered over the table, with a
 //! snapshot published every batch. It finds the slot with one hash probe (the writer's
 //! [`Lookup`]), checks the id in the identity leaf and copies one small leaf of plain-data
-//! records; no reference count is touched. The ordered index and the identities change only
-//! when a cell is created or an identity field is filled in.
+//! records (no reference count per record) with the few branches above it. The ordered index
+//! and the identities change only when a cell is created or an identity field is filled in.
 
 use std::fmt;
 use std::hash::BuildHasher;
