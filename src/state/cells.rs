@@ -22,7 +22,7 @@ use super::{CellIdentity, CellRecord};
 /// Every slot the index holds is below the length of both tables.
 const IN_RANGE: &str = "a slot from the cell index is in range";
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Cells {
     /// Id → slot in ascending id order: what readers search and list. The key allocation is
     /// shared with the formation index.
@@ -67,12 +67,6 @@ impl Clone for Lookup {
     }
 }
 
-impl fmt::Debug for Lookup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Lookup({} cells)", self.table.len())
-    }
-}
-
 impl Lookup {
     fn hash(&self, id: &[u8]) -> u32 {
         self.hasher.hash_one(id) as u32
@@ -112,6 +106,18 @@ impl PartialEq for Cells {
 }
 
 impl Eq for Cells {}
+
+/// Prints the projection only, like `PartialEq`: a snapshot and its original print alike
+/// whatever either's lookup holds.
+impl fmt::Debug for Cells {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cells")
+            .field("index", &self.index)
+            .field("identities", &self.identities)
+            .field("records", &self.records)
+            .finish()
+    }
+}
 
 /// A cell as readers see it: its identity and its current record (which it derefs to).
 #[derive(Clone, Copy, Debug)]
@@ -272,5 +278,15 @@ mod tests {
         assert!(cells.get_mut("cell-1000").is_none());
         assert_eq!(snapshot, cells, "clones share nothing they can change");
         assert_eq!(fork.iter().count(), 1001);
+    }
+
+    #[test]
+    fn a_clone_prints_like_its_original_whatever_the_lookup_holds() {
+        let mut cells = Cells::default();
+        let (identity, record) = cell(0);
+        cells.insert(identity, record);
+        assert!(cells.get_mut("cell-0").is_some());
+        let clone = cells.clone();
+        assert_eq!(format!("{clone:?}"), format!("{cells:?}"));
     }
 }
