@@ -279,7 +279,11 @@ pub async fn sample_log_end(
         // `delivered` is read before asking for the end: everything delivered was appended
         // before that question, so an end below it means the log itself moved backwards.
         let delivered = status.delivered.load(Ordering::Acquire);
-        if let Ok(b) = log.bounds().await {
+        let bounds = tokio::select! {
+            b = log.bounds() => b,
+            _ = stop.cancelled() => return,
+        };
+        if let Ok(b) = bounds {
             metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
             let reset = if b.last < delivered { b.last } else { u64::MAX };
             let previous = status.log_reset_at.swap(reset, Ordering::AcqRel);

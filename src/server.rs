@@ -39,6 +39,9 @@ pub struct Running {
     ctx: Arc<Ctx>,
     http: JoinHandle<()>,
     tailer: JoinHandle<()>,
+    /// Tasks stopped with the pipeline besides the tailer (log-end sampler, ring waker). Shutdown
+    /// waits for them: the sampler holds the log, which must be closed when shutdown returns.
+    helpers: Vec<JoinHandle<()>>,
     ingest: Option<std::thread::JoinHandle<()>>,
     stop_pipeline: CancellationToken,
 }
@@ -117,13 +120,15 @@ pub async fn start_with(
         tail.clone(),
         stop_pipeline.clone(),
     ));
-    tokio::spawn(ingest::sample_log_end(
-        log.clone(),
-        tail.clone(),
-        metrics.clone(),
-        stop_pipeline.clone(),
-    ));
-    tokio::spawn(ring.clone().run_waker(stop_pipeline.clone()));
+    let helpers = vec![
+        tokio::spawn(ingest::sample_log_end(
+            log.clone(),
+            tail.clone(),
+            metrics.clone(),
+            stop_pipeline.clone(),
+        )),
+        tokio::spawn(ring.clone().run_waker(stop_pipeline.clone())),
+    ];
 
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.bind.clone(),
@@ -149,6 +154,7 @@ pub async fn start_with(
         ctx,
         http,
         tailer,
+        helpers,
         ingest: Some(ingest),
         stop_pipeline,
     })
@@ -173,6 +179,9 @@ impl Running {
         self.ctx.tasks.wait().await;
         self.stop_pipeline.cancel();
         let _ = (&mut self.tailer).await;
+        for helper in self.helpers.drain(..) {
+            let _ = helper.await;
+        }
         // The tailer held the only batch sender: the ingest thread now drains and exits.
         if let Some(ingest) = self.ingest.take() {
             let _ = tokio::task::spawn_blocking(move || ingest.join()).await;

@@ -413,3 +413,35 @@ async fn ready_means_the_replay_has_caught_up() {
     }
     s.shutdown().await;
 }
+
+/// Shutdown returns only once nothing holds the log any more (the embedded log's file lock goes
+/// with the last handle), however early in the pipeline's life it comes: right after start the
+/// tailer, the log-end sampler and the ingest thread are all busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_every_handle_on_the_log() {
+    use cellos_server::log::embedded::{system_clock, EmbeddedLog, Retention};
+    use cellos_server::log::EventLog;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    for round in 0..20 {
+        let log: Arc<dyn EventLog> = Arc::new(
+            EmbeddedLog::open(dir.path(), Retention::default(), system_clock()).expect("open"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+        let running = cellos_server::start_with(config, log.clone(), listener)
+            .await
+            .expect("start");
+        if round % 2 == 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+            .await
+            .expect("shutdown timed out");
+        assert_eq!(
+            Arc::strong_count(&log),
+            1,
+            "round {round}: the log is still held"
+        );
+    }
+}
