@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -33,6 +33,8 @@ const WRITE_QUEUE: usize = 1024;
 const MAX_GROUP: usize = 256;
 /// Most expired events or dedupe entries removed per commit, so retention work stays bounded.
 const MAX_PRUNE_PER_COMMIT: usize = 4096;
+/// How long closing the log waits for reads still running on blocking threads.
+const READS_DRAIN: Duration = Duration::from_secs(10);
 
 /// Retention of the embedded log, enforced at each commit.
 #[derive(Clone, Debug)]
@@ -158,6 +160,13 @@ impl Drop for EmbeddedLog {
         drop(std::mem::replace(&mut self.writes, closed));
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        // A read whose caller went away still runs to its end on a blocking thread, holding the
+        // database. Reads are bounded (one transaction, at most `MAX_READ_EVENTS`), so waiting
+        // for them is short; the bound only guards against a stuck disk.
+        let deadline = Instant::now() + READS_DRAIN;
+        while Arc::strong_count(&self.db) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

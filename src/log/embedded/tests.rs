@@ -68,6 +68,35 @@ async fn append_read_and_reopen() {
     );
 }
 
+/// A read whose caller gave up still runs on a blocking thread; closing the log waits for it, so
+/// the directory opens again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_waits_for_abandoned_reads() {
+    use futures_util::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let payload = format!("\"{}\"", "x".repeat(4000));
+    {
+        let log = open(dir.path(), Retention::default(), system_clock());
+        for chunk in 0..5 {
+            let batch = (0..200)
+                .map(|i| ev(&format!("e{chunk}-{i}"), &payload))
+                .collect();
+            log.append(batch).await.unwrap();
+        }
+    }
+    for round in 0..3 {
+        let log = open(dir.path(), Retention::default(), system_clock());
+        // One poll starts the blocking read; dropping the future abandons it mid-flight.
+        for _ in 0..2 {
+            let _ = log.read(0, MAX_READ_EVENTS).now_or_never();
+        }
+        drop(log);
+        let reopened = EmbeddedLog::open(dir.path(), Retention::default(), system_clock());
+        assert!(reopened.is_ok(), "round {round}: {:?}", reopened.err());
+    }
+}
+
 #[tokio::test]
 async fn dedupe_window() {
     let dir = tempfile::tempdir().unwrap();
