@@ -1,6 +1,7 @@
 //! A naive model of the projection rules, and the check that the real projection agrees with it:
 //! batching does not matter, published snapshots never change, and the state is the model's.
-//! Driven by proptest here and by the `decode_apply` fuzz target (feature `fuzzing`).
+//! Driven by proptest here and by the `decode_apply` fuzz target (feature `fuzzing`), which also
+//! runs [`check_raw`] on arbitrary payloads.
 
 use std::collections::BTreeMap;
 
@@ -208,6 +209,59 @@ pub fn check(ops: &[Op], cuts: &[usize]) -> Result<(), String> {
     }
     if !model.matches(&one) {
         return Err(format!("model {model:#?}\nstate {one:#?}"));
+    }
+    Ok(())
+}
+
+/// What the `decode_apply` fuzz target checks, on its input as it comes. The first byte chooses
+/// the mode (even: [`ops_from_bytes`] then [`check`]; odd: payloads separated by 0xff, at most 64,
+/// then [`check_raw`]) and, with its upper bits, the batch cuts: before event `i` when bit
+/// `1 + i % 7` is set.
+pub fn check_input(data: &[u8]) -> Result<(), String> {
+    let Some((&mode, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    let cut = |i: usize| mode & (2 << (i % 7)) != 0;
+    if mode & 1 == 0 {
+        let ops = ops_from_bytes(rest);
+        let cuts: Vec<usize> = (0..ops.len()).filter(|&i| cut(i)).collect();
+        return check(&ops, &cuts);
+    }
+    let payloads: Vec<&[u8]> = rest.split(|&b| b == 0xff).take(64).collect();
+    check_raw(&payloads, cut)
+}
+
+/// Arbitrary payloads, any batch split: nothing panics, splitting gives the state one-by-one
+/// application gives, and every published snapshot prints afterwards as it did when it was
+/// published. `cut(i)` says whether a batch ends before payload `i`. The error says which failed.
+pub fn check_raw(payloads: &[&[u8]], cut: impl Fn(usize) -> bool) -> Result<(), String> {
+    let mut decoder = Decoder::new();
+    let mut one = State::default();
+    for (i, p) in payloads.iter().enumerate() {
+        if let Ok(ev) = decoder.decode(p) {
+            apply(&mut one, i as u64 + 1, &ev);
+        }
+    }
+    let mut batched = State::default();
+    let mut snapshots = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        if cut(i) {
+            snapshots.push((i, batched.clone(), format!("{batched:?}")));
+        }
+        if let Ok(ev) = decoder.decode(p) {
+            apply(&mut batched, i as u64 + 1, &ev);
+        }
+    }
+    if batched != one {
+        return Err(format!("batched {batched:#?}\none by one {one:#?}"));
+    }
+    for (i, snap, printed) in snapshots {
+        let now = format!("{snap:?}");
+        if now != printed {
+            return Err(format!(
+                "the snapshot taken before payload {i} changed after publish:\n{printed}\nnow\n{now}"
+            ));
+        }
     }
     Ok(())
 }
@@ -425,6 +479,21 @@ impl Model {
             && names_agree
             && rejections_agree
             && index_agrees
+    }
+}
+
+#[cfg(test)]
+mod regressions {
+    use super::check_input;
+
+    /// A seed the fuzz target once failed on: a snapshot printed the writer's lookup cache, which
+    /// a clone starts without.
+    #[test]
+    fn snapshots_print_alike_whatever_the_writers_cache_holds() {
+        let input = include_bytes!(
+            "../../../fuzz/regressions/decode_apply-snapshot-printed-writer-cache.bin"
+        );
+        check_input(input).unwrap();
     }
 }
 
