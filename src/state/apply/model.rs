@@ -217,9 +217,9 @@ pub fn check(ops: &[Op], cuts: &[usize]) -> Result<(), String> {
 const MAX_INPUT_OPS: usize = 160;
 
 /// What the `decode_apply` fuzz target checks, on its input as it comes. The first byte chooses
-/// the mode (even: [`ops_from_bytes`], at most [`MAX_INPUT_OPS`], then [`check`]; odd: payloads separated by 0xff, at most 64,
-/// then [`check_raw`]) and, with its upper bits, the batch cuts: before event `i` when bit
-/// `1 + i % 7` is set.
+/// the mode and, with its upper bits, the batch cuts: before event `i` when bit `1 + i % 7` is
+/// set. Even: [`ops_from_bytes`] (at most [`MAX_INPUT_OPS`]), then [`check`]. Odd: payloads
+/// separated by 0xff (at most 64), then [`check_raw`].
 pub fn check_input(data: &[u8]) -> Result<(), String> {
     let Some((&mode, rest)) = data.split_first() else {
         return Ok(());
