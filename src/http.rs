@@ -2,6 +2,7 @@
 //! read snapshots and append to the log; none of them mutates state.
 
 pub mod auth;
+mod body;
 mod cell_events;
 mod cells;
 pub mod events;

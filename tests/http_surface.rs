@@ -566,3 +566,120 @@ async fn websocket_upgrades_are_authenticated_first() {
     }
     s.shutdown().await;
 }
+
+/// Writes `request` on a fresh connection and reads until the server closes it (at most 10 s);
+/// returns every response head that arrived, lowercased.
+fn heads_until_close(addr: std::net::SocketAddr, request: Vec<u8>) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(&request).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    text.split("http/1.1 ")
+        .skip(1)
+        .map(|r| r.split("\r\n\r\n").next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_left_unread_closes_the_connection() {
+    let s = TestServer::start().await;
+    let fid = new_fid();
+    let auth = format!("authorization: Bearer {TOKEN}\r\n");
+    let next = "GET /v1/version HTTP/1.1\r\nhost: x\r\n\r\n";
+    // Each is answered before its body is read; a second request pipelined behind it must not be
+    // served on that connection, and the answer says the connection closes.
+    let unread = [
+        ("POST /v1/formations", "", "application/json", "{}", "401"),
+        (
+            "PUT /v1/formations/x/status",
+            auth.as_str(),
+            "application/json",
+            "{}",
+            "405",
+        ),
+        (
+            &format!("POST /v1/formations/{fid}/status") as &str,
+            auth.as_str(),
+            "text/plain",
+            r#"{"state":"RUNNING"}"#,
+            "415",
+        ),
+    ];
+    for (line, auth, ct, body, status) in unread {
+        let req = format!(
+            "{line} HTTP/1.1\r\nhost: x\r\n{auth}content-type: {ct}\r\ncontent-length: {}\r\n\r\n{body}{next}",
+            body.len()
+        );
+        let addr = s.addr;
+        let heads = tokio::task::spawn_blocking(move || heads_until_close(addr, req.into_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(heads.len(), 1, "{line}: {heads:?}");
+        assert!(heads[0].starts_with(status), "{line}: {heads:?}");
+        assert!(heads[0].contains("connection: close"), "{line}: {heads:?}");
+    }
+    // A declared length over the limit, with only part of it sent: 413, and the server hangs up
+    // instead of waiting for the rest.
+    let req = format!(
+        "POST /v1/formations HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: 2000000\r\n\r\n{}",
+        " ".repeat(1000)
+    );
+    let addr = s.addr;
+    let heads = tokio::task::spawn_blocking(move || heads_until_close(addr, req.into_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].starts_with("413"), "{heads:?}");
+    assert!(heads[0].contains("connection: close"), "{heads:?}");
+    // A body read to its end keeps the connection: the pipelined request is answered on it.
+    let body = "{not json";
+    let req = format!(
+        "POST /v1/formations HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}GET /v1/version HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n",
+        body.len()
+    );
+    let heads = tokio::task::spawn_blocking(move || heads_until_close(addr, req.into_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[0].starts_with("400"), "{heads:?}");
+    assert!(!heads[0].contains("connection: close"), "{heads:?}");
+    assert!(heads[1].starts_with("200"), "{heads:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_client_survives_refusals_of_bodies_it_sent() {
+    let s = TestServer::start().await;
+    let fid = new_fid();
+    let status = format!("/v1/formations/{fid}/status");
+    let big = vec![b' '; 70_000];
+    let json = [("content-type", "application/json")];
+    let text = [("content-type", "text/plain")];
+    // One keep-alive client, as cellctl and the contract tests use: a refusal that leaves the
+    // body unread must not break the request that follows it.
+    for _ in 0..100 {
+        s.send(
+            Method::POST,
+            "/v1/formations",
+            Auth::Token,
+            &json,
+            Some(big.clone()),
+        )
+        .await
+        .expect(413);
+        s.send(
+            Method::POST,
+            &status,
+            Auth::Token,
+            &text,
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .expect(415);
+    }
+    s.shutdown().await;
+}

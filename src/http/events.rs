@@ -3,12 +3,12 @@
 use std::io::Write as _;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::body::{media_type, read_body};
 use super::formations::Ident;
 use super::problem::{ApiError, Kind};
 use super::query::EventsQuery;
@@ -104,37 +104,6 @@ fn page(items: &[u8], cursor: u64) -> Response<Body> {
     out.extend_from_slice(items);
     let _ = write!(out, ",\"cursor\":{cursor}}}");
     json(StatusCode::OK, out)
-}
-
-/// Reads a request body of at most `limit` bytes; more is a 413.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            Kind::PayloadTooLarge,
-            "Failed to buffer the request body: length limit exceeded",
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "Failed to buffer the request body: {e}"
-        ))),
-    }
-}
-
-/// The media type of a request, lowercased, without parameters.
-pub fn media_type(req: &Request<Incoming>) -> Option<String> {
-    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(ct.split(';').next()?.trim().to_ascii_lowercase())
 }
 
 /// `POST /v1/events`: CloudEvents in structured or batch mode. All events are validated before

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::events::{media_type, read_body};
+use super::body::{media_type, read_body};
 use super::formations::Ident;
 use super::problem::{push_json_str, ApiError, Kind};
 use super::{empty, json, Body, Ctx};

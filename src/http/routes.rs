@@ -7,6 +7,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
+use super::body::UnreadGuard;
 use super::formations::Ident;
 use super::problem::{cut_path, ApiError, Kind};
 use super::{
@@ -102,8 +103,9 @@ pub fn path_param(raw: &str) -> Result<String, ApiError> {
 }
 
 /// The whole request path: CORS, routing, auth, handler, metrics.
-pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    let unread = UnreadGuard::track(&mut req);
     let path = req.uri().path().to_owned();
     let route = Route::parse(&path);
     let label = route.as_ref().map_or("unmatched", Route::label);
@@ -122,6 +124,9 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     cors(resp.headers_mut());
+    if let Some(unread) = unread {
+        unread.finish(&mut resp);
+    }
     ctx.metrics.http_request(
         label,
         resp.status().as_u16(),
