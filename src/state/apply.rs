@@ -148,10 +148,10 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
     let mut claimed_formation = None;
     let previous = match state.cells.get_mut(cell_id) {
         Some(mut cell) => {
-            let id = cell.identity();
-            let fill_spec = id.spec_id.is_empty() && !spec_id.is_empty();
-            let fill_run = id.run_id.is_none() && ev.run_id.is_some();
-            let fill_formation = id.formation_id.is_none() && ev.formation_id.is_some();
+            let missing = cell.missing();
+            let fill_spec = missing.spec_id && !spec_id.is_empty();
+            let fill_run = missing.run_id && ev.run_id.is_some();
+            let fill_formation = missing.formation_id && ev.formation_id.is_some();
             let rec = cell.record();
             let previous = std::mem::replace(&mut rec.last_event_seq, seq);
             if rec.state == CellState::Destroyed {
@@ -159,20 +159,22 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             }
             cell_effect(rec, ev);
             if fill_spec || fill_run || fill_formation {
-                let id = cell.identity_mut();
-                if fill_spec {
-                    id.spec_id = spec_id.into();
-                }
-                if fill_run {
-                    id.run_id = ev.run_id.map(Into::into);
-                }
-                if fill_formation {
-                    id.formation_id = ev.formation_id.map(normalize_formation_ref);
-                    claimed_formation = id
-                        .formation_id
-                        .clone()
-                        .map(|f| (f, Arc::from(id.id.as_str())));
-                }
+                claimed_formation = cell.update_identity(|id| {
+                    if fill_spec {
+                        id.spec_id = spec_id.into();
+                    }
+                    if fill_run {
+                        id.run_id = ev.run_id.map(Into::into);
+                    }
+                    if fill_formation {
+                        id.formation_id = ev.formation_id.map(normalize_formation_ref);
+                        return id
+                            .formation_id
+                            .clone()
+                            .map(|f| (f, Arc::from(id.id.as_str())));
+                    }
+                    None
+                });
             }
             previous
         }

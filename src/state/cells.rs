@@ -3,9 +3,10 @@
 //!
 //! The hot path is an update of a cell that already exists, scattered over the table, with a
 //! snapshot published every batch. It finds the slot with one hash probe (the writer's
-//! [`Lookup`]), checks the id in the identity leaf and copies one small leaf of plain-data
-//! records (no reference count per record) with the few branches above it. The ordered index
-//! and the identities change only when a cell is created or an identity field is filled in.
+//! [`Lookup`], whose entries hold the ids and which identity fields are still missing) and
+//! copies one small leaf of plain-data records (no reference count per record) with the few
+//! branches above it; the identity is not even read. The ordered index and the identities change
+//! only when a cell is created or an identity field is filled in.
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -17,7 +18,7 @@ use hashbrown::HashTable;
 use imbl::OrdMap;
 
 use super::slots::Slots;
-use super::{CellIdentity, CellRecord};
+use super::{CellIdentity, CellRecord, Text};
 
 /// Every slot the index holds is below the length of both tables.
 const IN_RANGE: &str = "a slot from the cell index is in range";
@@ -34,6 +35,11 @@ pub struct Cells {
 
 /// Id → slot for the writer: one hash probe where the ordered index takes a tree search.
 ///
+/// Next to the table, a flat array indexed by slot holds each cell's id (inline when short, see
+/// [`Text`]) and which identity fields it lacks: a probe checks the id there instead of walking
+/// the identity tree, and an update that fills nothing in never reads the identity. About 48
+/// bytes per cell in the writer, two cache misses fewer per update.
+///
 /// A cache, not part of the projection. A clone starts without it, because an O(1) clone
 /// cannot copy a hash table and snapshots are only read (readers search the ordered index). The
 /// first lookup for a write rebuilds it, so a clone that is written to pays O(cells) once. The
@@ -42,15 +48,41 @@ pub struct Cells {
 struct Lookup {
     /// (slot, 32-bit hash of its id): growing the table rehashes from the stored half.
     table: HashTable<(u32, u32)>,
-    /// Whether `table` holds every cell of the index.
+    /// Per slot, in slot order.
+    entries: Vec<Entry>,
+    /// Whether `table` and `entries` hold every cell.
     complete: bool,
     hasher: RandomState,
+}
+
+struct Entry {
+    id: Text,
+    missing: Missing,
+}
+
+/// Which optional identity fields a cell still lacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Missing {
+    pub spec_id: bool,
+    pub run_id: bool,
+    pub formation_id: bool,
+}
+
+impl Missing {
+    fn of(identity: &CellIdentity) -> Missing {
+        Missing {
+            spec_id: identity.spec_id.is_empty(),
+            run_id: identity.run_id.is_none(),
+            formation_id: identity.formation_id.is_none(),
+        }
+    }
 }
 
 impl Default for Lookup {
     fn default() -> Self {
         Lookup {
             table: HashTable::new(),
+            entries: Vec::new(),
             complete: true,
             hasher: RandomState::default(),
         }
@@ -61,6 +93,7 @@ impl Clone for Lookup {
     fn clone(&self) -> Self {
         Lookup {
             table: HashTable::new(),
+            entries: Vec::new(),
             complete: false,
             hasher: self.hasher.clone(),
         }
@@ -72,18 +105,35 @@ impl Lookup {
         self.hasher.hash_one(id) as u32
     }
 
-    fn add(&mut self, id: &[u8], slot: u32) {
-        let hash = self.hash(id);
+    /// Adds the cell in the next slot.
+    fn push(&mut self, identity: &CellIdentity) {
+        let slot = self.entries.len() as u32;
+        let hash = self.hash(identity.id.as_bytes());
         self.table
             .insert_unique(spread(hash), (slot, hash), |&(_, h)| spread(h));
+        self.entries.push(Entry {
+            id: identity.id.clone(),
+            missing: Missing::of(identity),
+        });
     }
 
-    fn complete(&mut self, index: &OrdMap<Arc<str>, u32>) {
+    fn find_mut(&mut self, id: &str) -> Option<(u32, &mut Entry)> {
+        let hash = self.hash(id.as_bytes());
+        let entries = &self.entries;
+        let &(slot, _) = self.table.find(spread(hash), |&(slot, h)| {
+            h == hash && entries[slot as usize].id.as_bytes() == id.as_bytes()
+        })?;
+        Some((slot, &mut self.entries[slot as usize]))
+    }
+
+    fn complete(&mut self, identities: &Slots<CellIdentity>) {
         if !self.complete {
             self.table.clear();
-            self.table.reserve(index.len(), |&(_, h)| spread(h));
-            for (id, &slot) in index {
-                self.add(id.as_bytes(), slot);
+            self.entries.clear();
+            self.table.reserve(identities.len(), |&(_, h)| spread(h));
+            self.entries.reserve_exact(identities.len());
+            for identity in identities.iter() {
+                self.push(identity);
             }
             self.complete = true;
         }
@@ -148,24 +198,35 @@ impl Deref for Cell<'_> {
     }
 }
 
-/// Write access to one existing cell. The identity is unshared only when asked for, so plain
-/// updates never copy the identity table.
+/// Write access to one existing cell. The identity is read or unshared only when asked for, so
+/// plain updates touch neither the identity table nor its copy-on-write.
 pub struct CellMut<'a> {
-    cells: &'a mut Cells,
     slot: usize,
+    entry: &'a mut Entry,
+    identities: &'a mut Slots<CellIdentity>,
+    records: &'a mut Slots<CellRecord>,
 }
 
 impl CellMut<'_> {
-    pub fn identity(&self) -> &CellIdentity {
-        self.cells.identities.get(self.slot).expect(IN_RANGE)
+    /// The identity fields this cell still lacks, without reading its identity.
+    pub fn missing(&self) -> Missing {
+        self.entry.missing
     }
 
-    pub fn identity_mut(&mut self) -> &mut CellIdentity {
-        self.cells.identities.get_mut(self.slot).expect(IN_RANGE)
+    pub fn identity(&self) -> &CellIdentity {
+        self.identities.get(self.slot).expect(IN_RANGE)
+    }
+
+    /// Changes the identity (filling fields in) and keeps [`CellMut::missing`] in step.
+    pub fn update_identity<R>(&mut self, f: impl FnOnce(&mut CellIdentity) -> R) -> R {
+        let identity = self.identities.get_mut(self.slot).expect(IN_RANGE);
+        let out = f(identity);
+        self.entry.missing = Missing::of(identity);
+        out
     }
 
     pub fn record(&mut self) -> &mut CellRecord {
-        self.cells.records.get_mut(self.slot).expect(IN_RANGE)
+        self.records.get_mut(self.slot).expect(IN_RANGE)
     }
 }
 
@@ -184,24 +245,19 @@ impl Cells {
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<CellMut<'_>> {
-        self.lookup.complete(&self.index);
-        let identities = &self.identities;
-        let hash = self.lookup.hash(id.as_bytes());
-        let &(slot, _) = self.lookup.table.find(spread(hash), |&(slot, h)| {
-            h == hash
-                && identities
-                    .get(slot as usize)
-                    .is_some_and(|c| c.id.as_bytes() == id.as_bytes())
-        })?;
+        self.lookup.complete(&self.identities);
+        let (slot, entry) = self.lookup.find_mut(id)?;
         Some(CellMut {
-            cells: self,
             slot: slot as usize,
+            entry,
+            identities: &mut self.identities,
+            records: &mut self.records,
         })
     }
 
     /// Builds the writer's lookup now if this is a clone (see [`Lookup`]).
     pub fn prepare_writes(&mut self) {
-        self.lookup.complete(&self.index);
+        self.lookup.complete(&self.identities);
     }
 
     /// Every cell in ascending id (byte) order.
@@ -214,11 +270,11 @@ impl Cells {
     pub fn insert(&mut self, identity: CellIdentity, record: CellRecord) -> Arc<str> {
         debug_assert!(self.get(&identity.id).is_none(), "cell inserted twice");
         let key: Arc<str> = Arc::from(identity.id.as_str());
+        self.lookup.complete(&self.identities);
+        self.lookup.push(&identity);
         // Slots stay below u32::MAX: the table would need hundreds of GiB first.
         let slot = self.records.push(record) as u32;
         self.identities.push(identity);
-        self.lookup.complete(&self.index);
-        self.lookup.add(key.as_bytes(), slot);
         self.index.insert(key.clone(), slot);
         key
     }
@@ -235,7 +291,7 @@ impl Cells {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{CellState, Text};
+    use crate::state::CellState;
 
     fn cell(i: usize) -> (CellIdentity, CellRecord) {
         let identity = CellIdentity {
@@ -278,6 +334,36 @@ mod tests {
         assert!(cells.get_mut("cell-1000").is_none());
         assert_eq!(snapshot, cells, "clones share nothing they can change");
         assert_eq!(fork.iter().count(), 1001);
+    }
+
+    #[test]
+    fn missing_identity_fields_follow_fills_in_the_writer_and_in_clones() {
+        let mut cells = Cells::default();
+        let (identity, record) = cell(0);
+        cells.insert(identity, record);
+        let none_filled = Missing {
+            spec_id: false,
+            run_id: true,
+            formation_id: true,
+        };
+        assert_eq!(cells.get_mut("cell-0").unwrap().missing(), none_filled);
+        let before = cells.clone();
+        cells
+            .get_mut("cell-0")
+            .unwrap()
+            .update_identity(|id| id.run_id = Some("run".into()));
+        let run_filled = Missing {
+            run_id: false,
+            ..none_filled
+        };
+        assert_eq!(cells.get_mut("cell-0").unwrap().missing(), run_filled);
+        // A clone rebuilds its lookup from the identities it shares.
+        let mut fork = cells.clone();
+        assert_eq!(fork.get_mut("cell-0").unwrap().missing(), run_filled);
+        let mut old = before.clone();
+        assert_eq!(old.get_mut("cell-0").unwrap().missing(), none_filled);
+        assert_eq!(before.get("cell-0").unwrap().run_id(), None);
+        assert_eq!(cells.get("cell-0").unwrap().run_id(), Some("run"));
     }
 
     #[test]
