@@ -213,10 +213,6 @@ impl CellMut<'_> {
         self.entry.missing
     }
 
-    pub fn identity(&self) -> &CellIdentity {
-        self.identities.get(self.slot).expect(IN_RANGE)
-    }
-
     /// Changes the identity (filling fields in) and keeps [`CellMut::missing`] in step.
     pub fn update_identity<R>(&mut self, f: impl FnOnce(&mut CellIdentity) -> R) -> R {
         let identity = self.identities.get_mut(self.slot).expect(IN_RANGE);
@@ -275,6 +271,7 @@ impl Cells {
         // Slots stay below u32::MAX: the table would need hundreds of GiB first.
         let slot = self.records.push(record) as u32;
         self.identities.push(identity);
+        debug_assert_eq!(self.lookup.entries.len(), self.records.len());
         self.index.insert(key.clone(), slot);
         key
     }
