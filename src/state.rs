@@ -20,7 +20,7 @@ pub use apply::{apply, Ignored, Outcome};
 pub use cells::{Cell, CellMut, Cells};
 pub use links::{CellLinks, CELL_LINK_WINDOW};
 pub use snapshot::{Publisher, Reader, Snapshot};
-pub use text::Text;
+pub use text::{ShortText, Text};
 
 /// How many name-conflict rejections are remembered (most recent first), so a writer can tell its
 /// client who holds the name. Older ones are forgotten in log order, deterministically.
@@ -107,13 +107,13 @@ pub struct CellIdentity {
 
 /// What changes about a cell as its events arrive (the identity is kept apart, see [`Cells`]).
 /// Copied on its first update after each publish, with its leaf, so it is plain data: the
-/// strings (times, outcome) are inline [`Text`] unless unusually long.
+/// strings (times, outcome) are inline [`ShortText`] unless unusually long.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellRecord {
     pub state: CellState,
-    pub started_at: Option<Text>,
-    pub destroyed_at: Option<Text>,
-    pub outcome: Option<Text>,
+    pub started_at: Option<ShortText>,
+    pub destroyed_at: Option<ShortText>,
+    pub outcome: Option<ShortText>,
     pub exit_code: Option<i32>,
     /// Seq of the newest event naming this cell in `data.cellId` (any family): the head of its
     /// event chain in [`CellLinks`].

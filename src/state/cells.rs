@@ -363,6 +363,13 @@ mod tests {
         assert_eq!(cells.get("cell-0").unwrap().run_id(), Some("run"));
     }
 
+    /// A record is what an update copies (with its leaf), so its size is a performance budget:
+    /// three inline texts of 32 bytes, the exit code and the seq.
+    #[test]
+    fn a_record_stays_within_its_copy_budget() {
+        assert_eq!(std::mem::size_of::<Option<CellRecord>>(), 120);
+    }
+
     #[test]
     fn a_clone_prints_like_its_original_whatever_the_lookup_holds() {
         let mut cells = Cells::default();

@@ -1,28 +1,34 @@
-//! `Text`: an immutable string kept inline when short (event times, outcomes), else shared.
+//! `InlineText<N>`: an immutable string kept inline when at most `N` bytes, else shared.
 //!
 //! Cell records are cloned on their first update after each snapshot publish. Inline text makes
 //! that clone a copy of bytes the record already holds, where an `Arc<str>` would touch (and
-//! later release) a reference count on another, usually cold, cache line.
+//! later release) a reference count on another, usually cold, cache line. Two sizes: ids
+//! ([`Text`]) and the fields of a cell record ([`ShortText`]), which are smaller so that a record
+//! leaf, the unit copied per update, is smaller.
 
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// Longest text stored inline: an RFC 3339 time with nanoseconds and an offset is 35 bytes.
-pub const INLINE_TEXT: usize = 38;
+/// Ids: a UUID (36 bytes) and the usual cell names stay inline; 40 bytes in all.
+pub type Text = InlineText<38>;
 
-/// Equality is that of the bytes, whichever way the text is stored.
+/// Cell record fields (times, outcome): an RFC 3339 time with nanoseconds in UTC (30 bytes) or
+/// with milliseconds and an offset (29) stays inline; 32 bytes in all.
+pub type ShortText = InlineText<30>;
+
+/// Equality is that of the bytes, whichever way the text is stored. `N` must be below 256.
 #[derive(Clone)]
-pub enum Text {
-    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+pub enum InlineText<const N: usize> {
+    Inline { len: u8, bytes: [u8; N] },
     Shared(Arc<str>),
 }
 
-impl Text {
+impl<const N: usize> InlineText<N> {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Text::Shared(s) => s.as_bytes(),
+            InlineText::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            InlineText::Shared(s) => s.as_bytes(),
         }
     }
 
@@ -30,45 +36,45 @@ impl Text {
         match self {
             // The bytes are a prefix of a `&str` copied whole in `From<&str>`, so always UTF-8;
             // the fallback is unreachable but keeps this free of `unsafe`.
-            Text::Inline { len, bytes } => {
+            InlineText::Inline { len, bytes } => {
                 std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
             }
-            Text::Shared(s) => s,
+            InlineText::Shared(s) => s,
         }
     }
 }
 
-impl From<&str> for Text {
-    fn from(s: &str) -> Text {
-        if s.len() <= INLINE_TEXT {
-            let mut bytes = [0; INLINE_TEXT];
+impl<const N: usize> From<&str> for InlineText<N> {
+    fn from(s: &str) -> InlineText<N> {
+        if s.len() <= N && N <= usize::from(u8::MAX) {
+            let mut bytes = [0; N];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Text::Inline {
+            InlineText::Inline {
                 len: s.len() as u8,
                 bytes,
             }
         } else {
-            Text::Shared(Arc::from(s))
+            InlineText::Shared(Arc::from(s))
         }
     }
 }
 
-impl PartialEq for Text {
-    fn eq(&self, other: &Text) -> bool {
+impl<const N: usize> PartialEq for InlineText<N> {
+    fn eq(&self, other: &InlineText<N>) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 
-impl Eq for Text {}
+impl<const N: usize> Eq for InlineText<N> {}
 
-impl Deref for Text {
+impl<const N: usize> Deref for InlineText<N> {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
-impl fmt::Debug for Text {
+impl<const N: usize> fmt::Debug for InlineText<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
@@ -78,19 +84,32 @@ impl fmt::Debug for Text {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_inline_and_shared() {
+    fn round_trips<const N: usize>() {
         for s in [
             "",
             "é",
+            "2026-11-23T12:16:31.123Z",
+            "2026-11-23T12:16:31.123456789Z",
             "2026-11-23T12:16:31.123456789+05:30",
-            &"x".repeat(39),
+            &"x".repeat(N),
+            &"x".repeat(N + 1),
         ] {
-            let t = Text::from(s);
+            let t = InlineText::<N>::from(s);
             assert_eq!(t.as_str(), s);
-            assert_eq!(matches!(t, Text::Inline { .. }), s.len() <= INLINE_TEXT);
-            assert!(t == Text::from(s) && t != Text::from(format!("{s}.").as_str()));
+            assert_eq!(matches!(t, InlineText::Inline { .. }), s.len() <= N, "{s}");
+            assert!(t == InlineText::from(s) && t != InlineText::from(format!("{s}.").as_str()));
         }
+    }
+
+    #[test]
+    fn round_trips_inline_and_shared() {
+        round_trips::<38>();
+        round_trips::<30>();
         assert_eq!(std::mem::size_of::<Option<Text>>(), 40);
+        assert_eq!(std::mem::size_of::<Option<ShortText>>(), 32);
+        assert!(matches!(
+            ShortText::from("2026-11-23T12:16:31.123456789Z"),
+            InlineText::Inline { .. }
+        ));
     }
 }
