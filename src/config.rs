@@ -90,6 +90,18 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub header_timeout_ms: u64,
 
+    /// Time allowed to send a request's body once its headers are in; slower bodies get 408 and
+    /// the connection is closed (ms).
+    #[arg(long, env = "CELLOS_BODY_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub body_timeout_ms: u64,
+
+    /// On SIGTERM: how long in-flight requests may take to finish before their connections are
+    /// dropped (ms).
+    #[arg(long, env = "CELLOS_SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_grace_ms: u64,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
@@ -119,6 +131,8 @@ pub struct Config {
     /// JetStream log: wait for the acks of one round of publishes.
     pub nats_ack_timeout: Duration,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub log_filter: String,
 }
 
@@ -160,6 +174,8 @@ impl Args {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             nats_ack_timeout: Duration::from_millis(self.nats_ack_timeout_ms),
             header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             log_filter: self.log_filter,
         })
     }
@@ -187,6 +203,8 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             nats_ack_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
             log_filter: "info".into(),
         }
     }
@@ -226,5 +244,18 @@ mod tests {
         assert!(Args::try_parse_from(["x", "--max-connections", "0"]).is_err());
         assert!(Args::try_parse_from(["x", "--nats-ack-timeout-ms", "10"]).is_err());
         assert_eq!(c.nats_ack_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn request_and_shutdown_timeouts_have_defaults_and_bounds() {
+        let c = parse(&["--api-token", "t"]).unwrap();
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        let c = parse(&["--api-token", "t", "--body-timeout-ms", "250"]).unwrap();
+        assert_eq!(c.body_timeout, Duration::from_millis(250));
+        assert!(Args::try_parse_from(["x", "--body-timeout-ms", "10"]).is_err());
+        let c = parse(&["--api-token", "t", "--shutdown-grace-ms", "0"]).unwrap();
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
+        assert!(Args::try_parse_from(["x", "--shutdown-grace-ms", "600001"]).is_err());
     }
 }

@@ -28,6 +28,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,8 +46,6 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// How long a shutdown waits for in-flight requests before dropping them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything a handler may use. Read-only views plus the log's append side.
 pub struct Ctx {
@@ -135,8 +134,9 @@ pub fn problem(e: &ApiError) -> Response<Body> {
     resp
 }
 
-/// Accepts connections until `stop`, then drains in-flight requests (bounded by
-/// [`SHUTDOWN_GRACE`]). Connections beyond the cap get a 503 and are closed.
+/// Accepts connections until shutdown, then drains in-flight requests for at most the shutdown
+/// grace and drops the connections still open: when this returns, no connection task holds the
+/// context (and with it the log). Connections beyond the cap get a 503 and are closed.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -150,7 +150,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
         .max_concurrent_streams(256)
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // One task per connection (at most the connection cap), reaped as they end.
+    let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -178,18 +181,22 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = conn.await;
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(ctx.config.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("shutdown grace period elapsed with requests still in flight");
+        tracing::warn!(
+            connections = connections.len(),
+            "shutdown grace period elapsed with requests still in flight; dropping them"
+        );
     }
+    connections.shutdown().await;
 }
 
 /// Answers a connection over the cap with a 503 problem and closes it.

@@ -175,8 +175,19 @@ impl Running {
         tracing::info!("shutdown signal received; draining");
         self.ctx.shutdown.cancel();
         let _ = (&mut self.http).await;
+        // Sockets and streams end on the shutdown signal (a WebSocket after its 1001 close, within
+        // a bounded write); the bound here only guards against a task that does not.
         self.ctx.tasks.close();
-        self.ctx.tasks.wait().await;
+        let grace = self.ctx.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.ctx.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.ctx.tasks.len(),
+                "long-lived responses still open after the shutdown grace period"
+            );
+        }
         self.stop_pipeline.cancel();
         let _ = (&mut self.tailer).await;
         for helper in self.helpers.drain(..) {

@@ -325,3 +325,95 @@ async fn a_client_that_never_reads_does_not_hold_anyone_up() {
     stuck.join().unwrap();
     s.shutdown().await;
 }
+
+/// Sends a POST whose body never completes: headers, then 10 of the 200 declared bytes.
+fn trickled_post(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: x\r\n{}content-type: application/cloudevents-batch+json\r\ncontent-length: 200\r\n\r\n[{{\"specve",
+        auth_line()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_gets_408_and_a_closed_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.body_timeout = Duration::from_millis(300);
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    let addr = c.addr;
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut s = trickled_post(addr);
+        let started = std::time::Instant::now();
+        let got = read_to_close(&mut s);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&got).into_owned(),
+        )
+    });
+    c.get("/v1/version").await.expect(200);
+    let (waited, got) = slow.await.unwrap();
+    assert!(waited < Duration::from_secs(9), "cut off, not left hanging");
+    let (head, body) = got.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(problem["type"], "/problems/bad-request");
+    assert_eq!(problem["status"], 408);
+    assert_eq!(
+        problem["detail"],
+        "the request body was not received within 300 ms"
+    );
+    still_serving(&c, 0).await;
+    running.shutdown().await;
+}
+
+/// A request still in flight when the shutdown grace ends is dropped with its connection, and
+/// shutdown returns with the log closed: the same data directory opens again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drops_requests_that_outlive_the_grace_and_closes_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.body_timeout = Duration::from_secs(120);
+    config.shutdown_grace = Duration::from_millis(300);
+    let running = cellos_server::start(config.clone()).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    c.ingest(&[started("kept", "sp", None, &ts(1))]).await;
+    let addr = c.addr;
+    let stuck = tokio::task::spawn_blocking(move || {
+        let mut s = trickled_post(addr);
+        read_to_close(&mut s)
+    });
+    // The handler is waiting for the rest of the body when shutdown starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started_at = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), running.shutdown())
+        .await
+        .expect("shutdown returns even with a request stuck in flight");
+    assert!(started_at.elapsed() < Duration::from_secs(10));
+    let got = stuck.await.unwrap();
+    assert!(
+        got.is_empty() || String::from_utf8_lossy(&got).starts_with("HTTP/1.1 "),
+        "the stuck client sees its connection closed: {got:?}"
+    );
+    let restarted = tokio::time::timeout(Duration::from_secs(10), cellos_server::start(config))
+        .await
+        .expect("restart timed out")
+        .expect("the log was released by shutdown");
+    let c = Client::new(restarted.local_addr());
+    c.wait_ready().await;
+    assert_eq!(
+        c.all_events().await.len(),
+        1,
+        "the acknowledged event is kept"
+    );
+    restarted.shutdown().await;
+}

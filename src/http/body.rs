@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, Version};
@@ -45,8 +46,13 @@ impl UnreadGuard {
     }
 }
 
-/// Reads a request body of at most `limit` bytes; more is a 413.
-pub async fn read_body(mut req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a request body of at most `limit` bytes within `timeout`; more is a 413, slower a 408
+/// (a client trickling a body would otherwise hold a connection and a handler indefinitely).
+pub async fn read_body(
+    mut req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Kind::PayloadTooLarge,
@@ -62,7 +68,17 @@ pub async fn read_body(mut req: Request<Incoming>, limit: usize) -> Result<Bytes
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return Err(ApiError::new(
+            Kind::RequestTimeout,
+            format!(
+                "the request body was not received within {} ms",
+                timeout.as_millis()
+            ),
+        ));
+    };
+    match collected {
         Ok(collected) => {
             if let Some(c) = consumed {
                 c.0.store(true, Ordering::Release);

@@ -90,7 +90,7 @@ pub async fn events(
     let follower_ctx = ctx.clone();
     let cell = id.to_owned();
     ctx.tasks.spawn(async move {
-        if !head.is_empty() && tx.send(Bytes::from(head)).await.is_err() {
+        if !head.is_empty() && !send(&follower_ctx, &tx, head).await {
             return;
         }
         follow(follower_ctx, cell, cursor, tx).await;
@@ -127,7 +127,7 @@ async fn follow(ctx: Arc<Ctx>, cell: String, mut cursor: u64, tx: mpsc::Sender<B
                     ndjson_line(&mut out, payload);
                 }
             }
-            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+            if !out.is_empty() && !send(&ctx, &tx, out).await {
                 return;
             }
         }
@@ -136,5 +136,14 @@ async fn follow(ctx: Arc<Ctx>, cell: String, mut cursor: u64, tx: mpsc::Sender<B
             _ = tx.closed() => return,
             _ = ctx.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Queues a chunk of the stream; false once the client is gone or the server stops. A client
+/// that stops reading blocks this send, so shutdown must be able to end it.
+async fn send(ctx: &Ctx, tx: &mpsc::Sender<Bytes>, chunk: Vec<u8>) -> bool {
+    tokio::select! {
+        sent = tx.send(Bytes::from(chunk)) => sent.is_ok(),
+        _ = ctx.shutdown.cancelled() => false,
     }
 }

@@ -119,7 +119,7 @@ pub async fn ingest(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
             ))
         }
     };
-    let body = read_body(req, MAX_INGEST_BYTES).await?;
+    let body = read_body(req, MAX_INGEST_BYTES, ctx.config.body_timeout).await?;
     let appends = parse_ingest(&body, batch)?;
     let seqs = tokio::time::timeout(ctx.config.write_timeout, ctx.log.append(appends))
         .await

@@ -72,7 +72,7 @@ async fn transition(
 
 /// `POST /v1/formations`.
 pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let body = read_body(req, MAX_FORMATION_BODY).await?;
+    let body = read_body(req, MAX_FORMATION_BODY, ctx.config.body_timeout).await?;
     let admitted = admission::admit(&body)?;
     // A cheap early answer; the authoritative decision is the projection's, by log order.
     if let Some(holder) = ctx.reader.load().state.name_holder(&admitted.name) {
@@ -174,7 +174,7 @@ pub async fn set_status(
             "Expected request with `Content-Type: application/json`",
         ));
     }
-    let body = read_body(req, MAX_STATUS_BODY).await?;
+    let body = read_body(req, MAX_STATUS_BODY, ctx.config.body_timeout).await?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
         ApiError::bad_request(format!("Failed to parse the request body as JSON: {e}"))
     })?;

@@ -24,6 +24,8 @@ pub enum Kind {
     MethodNotAllowed,
     /// A WebSocket route asked for without an upgrade: `bad-request` type, status 426.
     UpgradeRequired,
+    /// A request body not received within the body timeout: `bad-request` type, status 408.
+    RequestTimeout,
     ServiceUnavailable,
     FormationCycle,
     FormationMultipleCoordinators,
@@ -50,6 +52,7 @@ impl Kind {
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -57,9 +60,10 @@ impl Kind {
     pub fn type_uri(self) -> &'static str {
         match self {
             Kind::Unauthorized => "/problems/unauthorized",
-            Kind::BadRequest | Kind::Unprocessable | Kind::UpgradeRequired => {
-                "/problems/bad-request"
-            }
+            Kind::BadRequest
+            | Kind::Unprocessable
+            | Kind::UpgradeRequired
+            | Kind::RequestTimeout => "/problems/bad-request",
             Kind::NotFound => "/problems/not-found",
             Kind::Conflict => "/problems/conflict",
             Kind::Internal => "/problems/internal",
@@ -78,7 +82,10 @@ impl Kind {
     pub fn title(self) -> &'static str {
         match self {
             Kind::Unauthorized => "Unauthorized",
-            Kind::BadRequest | Kind::Unprocessable | Kind::UpgradeRequired => "Bad Request",
+            Kind::BadRequest
+            | Kind::Unprocessable
+            | Kind::UpgradeRequired
+            | Kind::RequestTimeout => "Bad Request",
             Kind::NotFound => "Not Found",
             Kind::Conflict => "Conflict",
             Kind::Internal => "Internal Server Error",
