@@ -23,6 +23,14 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     buf
 }
 
+/// Starts a server with `config` and waits until it is ready.
+async fn start_ready(config: cellos_server::Config) -> (cellos_server::Running, Client) {
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    (running, c)
+}
+
 async fn still_serving(c: &Client, before: usize) {
     let seqs = c.ingest(&[started("alive", "sp", None, &ts(1))]).await;
     assert_eq!(seqs.len(), 1);
@@ -38,9 +46,7 @@ async fn slow_and_huge_headers() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
     config.header_timeout = Duration::from_millis(500);
-    let running = cellos_server::start(config).await.unwrap();
-    let c = Client::new(running.local_addr());
-    c.wait_ready().await;
+    let (running, c) = start_ready(config).await;
     let addr = c.addr;
     // A client that sends half a request line and then nothing: the header timeout closes it.
     let slow = tokio::task::spawn_blocking(move || {
@@ -342,9 +348,7 @@ async fn a_body_that_never_completes_gets_408_and_a_closed_connection() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
     config.body_timeout = Duration::from_millis(300);
-    let running = cellos_server::start(config).await.unwrap();
-    let c = Client::new(running.local_addr());
-    c.wait_ready().await;
+    let (running, c) = start_ready(config).await;
     let addr = c.addr;
     let slow = tokio::task::spawn_blocking(move || {
         let mut s = trickled_post(addr);
@@ -383,9 +387,7 @@ async fn shutdown_drops_requests_that_outlive_the_grace_and_closes_the_log() {
     let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
     config.body_timeout = Duration::from_secs(120);
     config.shutdown_grace = Duration::from_millis(300);
-    let running = cellos_server::start(config.clone()).await.unwrap();
-    let c = Client::new(running.local_addr());
-    c.wait_ready().await;
+    let (running, c) = start_ready(config.clone()).await;
     c.ingest(&[started("kept", "sp", None, &ts(1))]).await;
     let addr = c.addr;
     let stuck = tokio::task::spawn_blocking(move || {
@@ -404,12 +406,9 @@ async fn shutdown_drops_requests_that_outlive_the_grace_and_closes_the_log() {
         got.is_empty() || String::from_utf8_lossy(&got).starts_with("HTTP/1.1 "),
         "the stuck client sees its connection closed: {got:?}"
     );
-    let restarted = tokio::time::timeout(Duration::from_secs(10), cellos_server::start(config))
+    let (restarted, c) = tokio::time::timeout(Duration::from_secs(10), start_ready(config))
         .await
-        .expect("restart timed out")
-        .expect("the log was released by shutdown");
-    let c = Client::new(restarted.local_addr());
-    c.wait_ready().await;
+        .expect("restart on the same data directory (the log was released by shutdown)");
     assert_eq!(
         c.all_events().await.len(),
         1,
