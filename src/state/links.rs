@@ -3,8 +3,8 @@
 //!
 //! Appending is O(1): links go into an owned tail of at most [`CHUNK`] positions, which moves
 //! into a shared, immutable chunk when full. A clone (one per snapshot publish) copies the tail
-//! and bumps one reference count, so the hot path never copies tree nodes or touches the reference
-//! counts of cold chunks.
+//! and shares the chunk vector (O(1)), so the hot path never copies tree nodes or touches the
+//! reference counts of cold chunks.
 
 use std::sync::Arc;
 
