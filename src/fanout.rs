@@ -140,6 +140,7 @@ impl Ring {
     }
 
     /// Runs until `stop`: turns the ingest thread's single poke into wake-ups for every subscriber.
+    #[cfg(feature = "server")]
     pub async fn run_waker(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {

@@ -18,18 +18,29 @@
 //!
 //! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`]. Edges: [`log`],
 //! [`ingest`] (threads and tasks), [`http`], [`server`]. Only [`config`] reads the environment.
+//!
+//! The edges are behind the default `server` feature. Without it the crate builds only the core,
+//! the frame ring, the ingest core ([`ingest::Ingestor`]), the log's types and request parsing:
+//! no tokio runtime, hyper, redb or NATS, and no clock or random source (`chrono/clock` and
+//! `uuid/v4` come with `server`). The fuzz targets and the instruction-count gates build that.
 
 pub mod admission;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod event;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
 pub mod log;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod state;
+#[cfg(feature = "server")]
 pub mod ws;
 
+#[cfg(feature = "server")]
 pub use config::Config;
+#[cfg(feature = "server")]
 pub use server::{start, start_with, Running};

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use cellos_server::event::decode::Decoder;
-use cellos_server::http::events::parse_ingest;
+use cellos_server::http::cloudevents::parse_ingest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

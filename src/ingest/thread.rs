@@ -1,0 +1,94 @@
+//! The ingest thread, the projection's only writer: rounds of batches → [`Ingestor`] → one
+//! snapshot publish per round → frames committed to the ring → applied cursor advanced.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Ingestor;
+use crate::event::decode::DecodeError;
+use crate::event::{Family, RawEvent};
+use crate::fanout::RingWriter;
+use crate::metrics::Metrics;
+use crate::state::{Ignored, Publisher};
+
+/// Most events applied between two snapshot publishes when batches queue up.
+pub const MAX_ROUND_EVENTS: usize = 8192;
+
+impl Ingestor {
+    /// Hands this round's tallies to the metrics.
+    fn flush(&mut self, m: &Metrics) {
+        let t = std::mem::take(&mut self.tally);
+        for (f, family) in Family::ALL.iter().enumerate() {
+            if t.applied[f] > 0 {
+                m.events("applied", family.as_str(), "", t.applied[f]);
+            }
+            for (r, why) in Ignored::ALL.iter().enumerate() {
+                let n = t.ignored[r][f];
+                if n > 0 {
+                    let outcome = if why.is_failure() {
+                        "failed"
+                    } else {
+                        "ignored"
+                    };
+                    m.events(outcome, family.as_str(), why.reason(), n);
+                }
+            }
+        }
+        for (i, reason) in DecodeError::REASONS.iter().enumerate() {
+            if t.undecodable[i] > 0 {
+                m.events("failed", "unknown", reason, t.undecodable[i]);
+            }
+        }
+        if t.duplicate_seq > 0 {
+            m.events("ignored", "unknown", "duplicate_seq", t.duplicate_seq);
+        }
+        m.ingest.batch_events.record(t.events as f64);
+        m.ingest.cursor.set(self.cursor as f64);
+    }
+}
+
+/// Starts the ingest thread. It ends when the batch channel closes.
+pub fn spawn(
+    mut batches: mpsc::Receiver<Vec<RawEvent>>,
+    publisher: Publisher,
+    mut ring: RingWriter,
+    applied: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("cellos-ingest".into())
+        .spawn(move || {
+            let mut ingestor = Ingestor::new();
+            while let Some(first) = batches.blocking_recv() {
+                let started = Instant::now();
+                let mut round = first.len();
+                for raw in &first {
+                    ingestor.ingest(raw, &mut ring);
+                }
+                while round < MAX_ROUND_EVENTS {
+                    let Ok(more) = batches.try_recv() else { break };
+                    round += more.len();
+                    for raw in &more {
+                        ingestor.ingest(raw, &mut ring);
+                    }
+                }
+                // Order matters: the snapshot is visible before the cursor says it is, so a
+                // writer woken by the cursor always finds its event in the snapshot.
+                publisher.publish(ingestor.snapshot());
+                ring.commit();
+                applied.send_if_modified(|c| {
+                    let changed = *c != ingestor.cursor;
+                    *c = ingestor.cursor;
+                    changed
+                });
+                metrics.snapshot_published();
+                ingestor.flush(&metrics);
+                metrics
+                    .ingest
+                    .batch_seconds
+                    .record(started.elapsed().as_secs_f64());
+            }
+        })
+}
