@@ -4,31 +4,22 @@
 //! Request parsing that needs no I/O ([`query`], [`cloudevents`], [`problem`]) builds without the
 //! `server` feature, for the fuzz targets and the gates.
 
-#[cfg(feature = "server")]
-pub mod auth;
-#[cfg(feature = "server")]
-mod body;
-#[cfg(feature = "server")]
-mod cell_events;
-#[cfg(feature = "server")]
-mod cells;
 pub mod cloudevents;
-#[cfg(feature = "server")]
-mod events;
-#[cfg(feature = "server")]
-mod formation_writes;
-#[cfg(feature = "server")]
-pub mod formations;
-#[cfg(feature = "server")]
-mod meta;
 pub mod problem;
 pub mod query;
-#[cfg(feature = "server")]
-mod render;
-#[cfg(feature = "server")]
-mod routes;
-#[cfg(feature = "server")]
-mod serve;
 
-#[cfg(feature = "server")]
-pub use serve::{empty, full, json, problem, serve, Body, BoxError, Ctx, MAX_HEAD_BYTES};
+cfg_server! {
+    pub mod auth;
+    mod body;
+    mod cell_events;
+    mod cells;
+    mod events;
+    mod formation_writes;
+    pub mod formations;
+    mod meta;
+    mod render;
+    mod routes;
+    mod serve;
+
+    pub use serve::{empty, full, json, problem, serve, Body, BoxError, Ctx, MAX_HEAD_BYTES};
+}

@@ -5,11 +5,6 @@
 //! The tailer feeds the thread through a bounded channel, so a slow projection slows reading the
 //! log, never memory. Replay on boot and live ingest are one path.
 
-#[cfg(feature = "server")]
-mod tail;
-#[cfg(feature = "server")]
-mod thread;
-
 use uuid::Uuid;
 
 use crate::event::decode::{DecodeError, Decoder};
@@ -17,12 +12,15 @@ use crate::event::{Family, Kind, RawEvent};
 use crate::fanout::RingWriter;
 use crate::state::{apply, Ignored, Outcome, Snapshot, State};
 
-#[cfg(feature = "server")]
-pub use tail::{
-    not_ready_reason, run_tailer, sample_log_end, TailStatus, BATCH_QUEUE, MAX_BATCH_EVENTS,
-};
-#[cfg(feature = "server")]
-pub use thread::{spawn, MAX_ROUND_EVENTS};
+cfg_server! {
+    mod tail;
+    mod thread;
+
+    pub use tail::{
+        not_ready_reason, run_tailer, sample_log_end, TailStatus, BATCH_QUEUE, MAX_BATCH_EVENTS,
+    };
+    pub use thread::{spawn, MAX_ROUND_EVENTS};
+}
 
 /// Per-round tallies, flushed to metrics at each publish.
 #[derive(Default)]

@@ -24,23 +24,25 @@
 //! no tokio runtime, hyper, redb or NATS, and no clock or random source (`chrono/clock` and
 //! `uuid/v4` come with `server`). The fuzz targets and the instruction-count gates build that.
 
+/// Items of the edges: compiled with the `server` feature only.
+macro_rules! cfg_server {
+    ($($item:item)*) => { $( #[cfg(feature = "server")] $item )* };
+}
+
 pub mod admission;
-#[cfg(feature = "server")]
-pub mod config;
 pub mod event;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
 pub mod log;
-#[cfg(feature = "server")]
-pub mod metrics;
-#[cfg(feature = "server")]
-pub mod server;
 pub mod state;
-#[cfg(feature = "server")]
-pub mod ws;
 
-#[cfg(feature = "server")]
-pub use config::Config;
-#[cfg(feature = "server")]
-pub use server::{start, start_with, Running};
+cfg_server! {
+    pub mod config;
+    pub mod metrics;
+    pub mod server;
+    pub mod ws;
+
+    pub use config::Config;
+    pub use server::{start, start_with, Running};
+}

@@ -1,10 +1,10 @@
 //! The event log: the one source of truth. `EventLog` is what the rest of the server needs from
 //! it; `embedded` (redb, the default) and the JetStream log implement it.
 
-#[cfg(feature = "server")]
-pub mod embedded;
-#[cfg(feature = "server")]
-pub mod jetstream;
+cfg_server! {
+    pub mod embedded;
+    pub mod jetstream;
+}
 
 use std::future::Future;
 use std::pin::Pin;
