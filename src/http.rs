@@ -1,8 +1,8 @@
 //! The HTTP edge: hyper 1 accept loop, connection cap, timeouts, graceful shutdown. Handlers only
 //! read snapshots and append to the log; none of them mutates state.
 //!
-//! Request parsing that needs no I/O ([`query`], [`cloudevents`], [`problem`]) builds without the
-//! `server` feature, for the fuzz targets and the gates.
+//! Request parsing that needs no I/O ([`query`], [`cloudevents`], [`problem`](mod@problem))
+//! builds without the `server` feature, for the fuzz targets and the gates.
 
 pub mod cloudevents;
 pub mod problem;

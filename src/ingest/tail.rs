@@ -77,7 +77,7 @@ pub fn not_ready_reason(status: &TailStatus, log: &dyn EventLog, cursor: u64) ->
         .then(|| format!("replaying the event log: applied through seq {cursor} of {target}"))
 }
 
-/// Samples the log's end every [`LOG_END_PERIOD`] until `stop`: the `log_lag` gauge, and the
+/// Samples the log's end every `LOG_END_PERIOD` (1 s) until `stop`: the `log_lag` gauge, and the
 /// evidence `/readyz` needs to refuse a log that now ends before what was applied (a JetStream
 /// stream deleted and recreated, or a NATS store lost). The tail alone would wait silently.
 pub async fn sample_log_end(

@@ -18,7 +18,7 @@
 //! - **`read` / `get`** use the stream's get-message-by-sequence API, many requests in flight:
 //!   no consumer per request.
 //! - **`tail`** is one ordered ephemeral pull consumer per tail, recreated from the last delivered
-//!   seq after any error, gap or reconnect (see [`tail`]).
+//!   seq after any error, gap or reconnect (see `tail.rs`).
 
 mod append;
 mod setup;

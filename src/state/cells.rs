@@ -3,7 +3,7 @@
 //!
 //! The hot path is an update of a cell that already exists, scattered over the table, with a
 //! snapshot published every batch. It finds the slot with one hash probe (the writer's
-//! [`Lookup`], whose entries hold the ids and which identity fields are still missing) and
+//! `Lookup`, whose entries hold the ids and which identity fields are still missing) and
 //! copies one small leaf of plain-data records (no reference count per record) with the few
 //! branches above it; the identity is not even read. The ordered index and the identities change
 //! only when a cell is created or an identity field is filled in.
@@ -251,7 +251,7 @@ impl Cells {
         })
     }
 
-    /// Builds the writer's lookup now if this is a clone (see [`Lookup`]).
+    /// Builds the writer's lookup now if this is a clone (see `Lookup`).
     pub fn prepare_writes(&mut self) {
         self.lookup.complete(&self.identities);
     }

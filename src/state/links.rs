@@ -1,7 +1,7 @@
 //! Per-cell event chains: for each log position, how far back the previous event naming the same
 //! cell is. A cell's newest event seq plus these links list its events without a per-cell list.
 //!
-//! Appending is O(1): links go into an owned tail of at most [`CHUNK`] positions, which moves
+//! Appending is O(1): links go into an owned tail of at most `CHUNK` (1,024) positions, which moves
 //! into a shared, immutable chunk when full. A clone (one per snapshot publish) copies the tail
 //! and shares the chunk vector (O(1)), so the hot path never copies tree nodes or touches the
 //! reference counts of cold chunks.
