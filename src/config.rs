@@ -63,6 +63,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(16..=2_097_152))]
     pub ws_max_backlog: u64,
 
+    /// Worker threads of the runtime that runs WebSocket sessions, apart from the one serving
+    /// HTTP and reading the log, so that a heavy fan-out cannot delay requests or the log tail
+    /// (0 = run sessions with everything else; 0..=1024). Default: one per CPU.
+    #[arg(long, env = "CELLOS_WS_THREADS",
+          value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub ws_threads: Option<u64>,
+
     /// Seconds between WebSocket pings.
     #[arg(long, env = "CELLOS_WS_PING_SECS", default_value_t = 25,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -125,6 +132,8 @@ pub struct Config {
     pub max_connections: usize,
     pub ring_capacity: usize,
     pub ws_max_backlog: usize,
+    /// Workers of the WebSocket sessions' own runtime; 0 runs them on the caller's runtime.
+    pub ws_threads: usize,
     pub ws_ping_every: Duration,
     pub ws_pong_timeout: Duration,
     pub write_timeout: Duration,
@@ -169,6 +178,10 @@ impl Args {
             max_connections: self.max_connections as usize,
             ring_capacity: self.ring_capacity as usize,
             ws_max_backlog: self.ws_max_backlog as usize,
+            ws_threads: match self.ws_threads {
+                Some(n) => n as usize,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             ws_ping_every: Duration::from_secs(self.ws_ping_secs),
             ws_pong_timeout: Duration::from_secs(self.ws_pong_timeout_secs),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
@@ -198,6 +211,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ring_capacity: DEFAULT_RING_CAPACITY,
             ws_max_backlog: 16_384,
+            ws_threads: 1,
             ws_ping_every: Duration::from_secs(25),
             ws_pong_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
@@ -257,5 +271,15 @@ mod tests {
         let c = parse(&["--api-token", "t", "--shutdown-grace-ms", "0"]).unwrap();
         assert_eq!(c.shutdown_grace, Duration::ZERO);
         assert!(Args::try_parse_from(["x", "--shutdown-grace-ms", "600001"]).is_err());
+    }
+
+    #[test]
+    fn websocket_sessions_get_one_thread_per_cpu_unless_told() {
+        let c = parse(&["--api-token", "t"]).unwrap();
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.ws_threads, cpus);
+        assert_eq!(parse(&["--api-token", "t", "--ws-threads", "0"]).unwrap().ws_threads, 0);
+        assert_eq!(parse(&["--api-token", "t", "--ws-threads", "3"]).unwrap().ws_threads, 3);
+        assert!(Args::try_parse_from(["x", "--ws-threads", "1025"]).is_err());
     }
 }

@@ -31,6 +31,53 @@ pub enum StartError {
     },
     #[error("starting the ingest thread: {0}")]
     Thread(std::io::Error),
+    #[error("starting the WebSocket runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The runtime WebSocket sessions run on, apart from the one serving HTTP and reading the log.
+/// A fan-out to thousands of sockets keeps its workers busy writing; requests, the log tail and
+/// the writes waiting for their events to apply must not queue behind it. The OS scheduler then
+/// shares the cores between the two, and the mostly idle request side is served first when it
+/// wakes.
+struct SessionRuntime(Option<tokio::runtime::Runtime>);
+
+impl SessionRuntime {
+    fn start(threads: usize) -> Result<SessionRuntime, StartError> {
+        if threads == 0 {
+            return Ok(SessionRuntime(None));
+        }
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("cellos-ws")
+            .enable_all()
+            .build()
+            .map(|rt| SessionRuntime(Some(rt)))
+            .map_err(StartError::Runtime)
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+
+    /// Drops whatever still runs there and waits (briefly, off the async workers) until it has.
+    async fn stop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                rt.shutdown_timeout(std::time::Duration::from_secs(1))
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for SessionRuntime {
+    /// Without [`Running::shutdown`]: a runtime may not be dropped (blocking) inside another.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A running server. Dropping it without [`Running::shutdown`] leaves its tasks running.
@@ -44,6 +91,7 @@ pub struct Running {
     helpers: Vec<JoinHandle<()>>,
     ingest: Option<std::thread::JoinHandle<()>>,
     stop_pipeline: CancellationToken,
+    sessions: SessionRuntime,
 }
 
 /// Opens the configured log.
@@ -111,6 +159,7 @@ pub async fn start_with(
     )
     .map_err(StartError::Thread)?;
 
+    let sessions = SessionRuntime::start(config.ws_threads)?;
     let stop_pipeline = CancellationToken::new();
     let tail = Arc::new(TailStatus::default());
     let tailer = tokio::spawn(ingest::run_tailer(
@@ -127,7 +176,11 @@ pub async fn start_with(
             metrics.clone(),
             stop_pipeline.clone(),
         )),
-        tokio::spawn(ring.clone().run_waker(stop_pipeline.clone())),
+        // The waker wakes every session: it runs where they do.
+        match sessions.handle() {
+            Some(rt) => rt.spawn(ring.clone().run_waker(stop_pipeline.clone())),
+            None => tokio::spawn(ring.clone().run_waker(stop_pipeline.clone())),
+        },
     ];
 
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
@@ -145,6 +198,7 @@ pub async fn start_with(
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        sessions: sessions.handle(),
         connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
     });
     let http = tokio::spawn(http::serve(listener, ctx.clone()));
@@ -157,6 +211,7 @@ pub async fn start_with(
         helpers,
         ingest: Some(ingest),
         stop_pipeline,
+        sessions,
     })
 }
 
@@ -193,6 +248,9 @@ impl Running {
         for helper in self.helpers.drain(..) {
             let _ = helper.await;
         }
+        // Sessions still open after the grace period go with their runtime, and with them their
+        // handles on the context.
+        self.sessions.stop().await;
         // The tailer held the only batch sender: the ingest thread now drains and exits.
         if let Some(ingest) = self.ingest.take() {
             let _ = tokio::task::spawn_blocking(move || ingest.join()).await;

@@ -107,6 +107,53 @@ async fn live_frames_carry_the_stored_bytes() {
     s.shutdown().await;
 }
 
+/// Sessions run on a runtime of their own (`--ws-threads`): while it is fully occupied, writes are
+/// still logged, applied and answered, the sessions wait, and their frames follow once it is free.
+/// The test runs on one thread, so anything the sessions' runtime shared with requests would stall.
+#[tokio::test]
+async fn a_busy_fan_out_does_not_hold_up_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    assert_eq!(config.ws_threads, 1);
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    let mut ws = connect(running.local_addr(), "").await;
+
+    // Occupy the sessions' only worker for a while.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let sessions = running
+        .ctx()
+        .sessions
+        .clone()
+        .expect("sessions have their own runtime");
+    let still_busy = busy.clone();
+    sessions.spawn(async move {
+        let _ = started_tx.send(());
+        std::thread::sleep(Duration::from_secs(3));
+        still_busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    });
+    started_rx.await.unwrap();
+
+    let seqs = c.ingest(&cell_events("busy", 3)).await;
+    // Neither a frame nor the answer to a ping comes while the session cannot run.
+    ws.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+    assert!(
+        early.is_err(),
+        "a session ran while its runtime was occupied: {early:?}"
+    );
+    assert!(
+        busy.load(std::sync::atomic::Ordering::SeqCst),
+        "the write was answered only after the sessions' runtime was free again"
+    );
+    let got: Vec<u64> = frames(&mut ws, 3).await.into_iter().map(|f| f.0).collect();
+    assert_eq!(got, seqs);
+    ws.close(None).await.unwrap();
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_across_ring_and_log_under_concurrent_ingest() {
     let dir = tempfile::tempdir().unwrap();

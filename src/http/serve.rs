@@ -45,11 +45,24 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// Long-lived responses and upgraded sockets, which hyper's graceful shutdown does not track.
     pub tasks: TaskTracker,
+    /// Where WebSocket sessions run (`--ws-threads`); `None`: on the current runtime.
+    pub sessions: Option<tokio::runtime::Handle>,
     /// One permit per open connection or WebSocket session (`--max-connections`).
     pub connections: Arc<Semaphore>,
 }
 
 impl Ctx {
+    /// Starts a WebSocket session on the sessions' runtime, tracked for shutdown.
+    pub fn spawn_session<F>(&self, session: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.sessions {
+            Some(rt) => drop(self.tasks.spawn_on(session, rt)),
+            None => drop(self.tasks.spawn(session)),
+        }
+    }
+
     /// A connection slot, if one is free.
     pub fn connection_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.connections.clone().try_acquire_owned().ok()
