@@ -63,9 +63,10 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(16..=2_097_152))]
     pub ws_max_backlog: u64,
 
-    /// Worker threads of the runtime that runs WebSocket sessions, apart from the one serving
-    /// HTTP and reading the log, so that a heavy fan-out cannot delay requests or the log tail
-    /// (0 = run sessions with everything else; 0..=1024). Default: one per CPU.
+    /// Worker threads of the runtime that runs WebSocket sessions and followed event streams,
+    /// apart from the one serving HTTP and reading the log, so that a heavy fan-out cannot delay
+    /// requests or the log tail (0 = run them with everything else; 0..=1024). Default: one per
+    /// CPU.
     #[arg(long, env = "CELLOS_WS_THREADS",
           value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub ws_threads: Option<u64>,

@@ -35,7 +35,8 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-/// The runtime WebSocket sessions run on, apart from the one serving HTTP and reading the log.
+/// The runtime subscribers (WebSocket sessions, followed event streams) run on, apart from the
+/// one serving HTTP and reading the log.
 /// A fan-out to thousands of sockets keeps its workers busy writing; requests, the log tail and
 /// the writes waiting for their events to apply must not queue behind it. The OS scheduler then
 /// shares the cores between the two, and the mostly idle request side is served first when it

@@ -108,7 +108,7 @@ pub fn upgrade(ctx: &Arc<Ctx>, mut req: Request<Incoming>) -> Result<Response<Bo
     let (resp, fut) = fastwebsockets::upgrade::upgrade(&mut req)
         .map_err(|e| ApiError::bad_request(format!("WebSocket upgrade failed: {e}")))?;
     let session_ctx = ctx.clone();
-    ctx.spawn_session(async move {
+    ctx.spawn_subscriber(async move {
         session::run(session_ctx, fut, q.since, filter).await;
         drop(permit);
     });

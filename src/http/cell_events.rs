@@ -89,7 +89,7 @@ pub async fn events(
     }
     let follower_ctx = ctx.clone();
     let cell = id.to_owned();
-    ctx.tasks.spawn(async move {
+    ctx.spawn_subscriber(async move {
         if !head.is_empty() && !send(&follower_ctx, &tx, head).await {
             return;
         }
@@ -104,12 +104,15 @@ pub async fn events(
 }
 
 /// Streams the cell's events after `cursor` until the client goes away or the server stops. The
-/// ring only wakes the follower; events come from the log, so the stream has no gaps.
+/// applied cursor wakes the follower; events come from the log, so the stream has no gaps.
 async fn follow(ctx: Arc<Ctx>, cell: String, mut cursor: u64, tx: mpsc::Sender<Bytes>) {
-    let mut heads = ctx.ring.subscribe();
+    // Waits on the applied cursor itself, which bounds what is read: a wake-up from anything
+    // published earlier (the ring is committed before the cursor moves) could find nothing new
+    // yet and then sleep through the update.
+    let mut applied_rx = ctx.applied.clone();
     let mut decoder = Decoder::new();
     loop {
-        let applied = *ctx.applied.borrow();
+        let applied = *applied_rx.borrow_and_update();
         while cursor < applied {
             let Ok(batch) = ctx.log.read(cursor, FOLLOW_CHUNK).await else {
                 return;
@@ -132,7 +135,7 @@ async fn follow(ctx: Arc<Ctx>, cell: String, mut cursor: u64, tx: mpsc::Sender<B
             }
         }
         tokio::select! {
-            changed = heads.changed() => if changed.is_err() { return },
+            changed = applied_rx.changed() => if changed.is_err() { return },
             _ = tx.closed() => return,
             _ = ctx.shutdown.cancelled() => return,
         }

@@ -45,15 +45,17 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// Long-lived responses and upgraded sockets, which hyper's graceful shutdown does not track.
     pub tasks: TaskTracker,
-    /// Where WebSocket sessions run (`--ws-threads`); `None`: on the current runtime.
+    /// Where subscribers run: WebSocket sessions and followed event streams (`--ws-threads`);
+    /// `None`: on the current runtime.
     pub sessions: Option<tokio::runtime::Handle>,
     /// One permit per open connection or WebSocket session (`--max-connections`).
     pub connections: Arc<Semaphore>,
 }
 
 impl Ctx {
-    /// Starts a WebSocket session on the sessions' runtime, tracked for shutdown.
-    pub fn spawn_session<F>(&self, session: F)
+    /// Starts a subscriber (a WebSocket session, a followed event stream) on the subscribers'
+    /// runtime, tracked for shutdown.
+    pub fn spawn_subscriber<F>(&self, session: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
