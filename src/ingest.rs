@@ -65,6 +65,15 @@ impl Ingestor {
         Self::default()
     }
 
+    /// Starts from an empty state whose cell lookup hashes with `seed` (see
+    /// [`State::with_hash_seed`]).
+    pub fn with_hash_seed(seed: u64) -> Self {
+        Ingestor {
+            state: State::with_hash_seed(seed),
+            ..Self::default()
+        }
+    }
+
     pub fn cursor(&self) -> u64 {
         self.cursor
     }

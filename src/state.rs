@@ -145,6 +145,16 @@ pub struct State {
 }
 
 impl State {
+    /// An empty projection whose writer hashes cell ids with `seed`. The core has no random
+    /// source: the server passes a random seed (producers then cannot choose colliding ids);
+    /// `State::default()` uses a fixed one.
+    pub fn with_hash_seed(seed: u64) -> State {
+        State {
+            cells: Cells::with_hash_seed(seed),
+            ..State::default()
+        }
+    }
+
     /// A copy to apply further events to: an O(1) clone, plus O(cells) to rebuild the writer's
     /// cell lookup, which clones leave behind (the first write would rebuild it anyway).
     pub fn fork(&self) -> State {

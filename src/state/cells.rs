@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use imbl::OrdMap;
 
@@ -43,8 +43,9 @@ pub struct Cells {
 /// A cache, not part of the projection. A clone starts without it, because an O(1) clone
 /// cannot copy a hash table and snapshots are only read (readers search the ordered index). The
 /// first lookup for a write rebuilds it, so a clone that is written to pays O(cells) once. The
-/// seed is random per process so that producers cannot choose colliding ids; nothing observable
-/// depends on it.
+/// hash seed comes from whoever creates the state ([`Cells::with_hash_seed`]): the server draws a
+/// random one so that producers cannot choose colliding ids, and the default is fixed, so tests,
+/// benchmarks and the instruction-count gates are deterministic. Nothing observable depends on it.
 struct Lookup {
     /// (slot, 32-bit hash of its id): growing the table rehashes from the stored half.
     table: HashTable<(u32, u32)>,
@@ -52,7 +53,7 @@ struct Lookup {
     entries: Vec<Entry>,
     /// Whether `table` and `entries` hold every cell.
     complete: bool,
-    hasher: RandomState,
+    hasher: FixedState,
 }
 
 struct Entry {
@@ -80,12 +81,7 @@ impl Missing {
 
 impl Default for Lookup {
     fn default() -> Self {
-        Lookup {
-            table: HashTable::new(),
-            entries: Vec::new(),
-            complete: true,
-            hasher: RandomState::default(),
-        }
+        Lookup::with_hash_seed(0)
     }
 }
 
@@ -101,6 +97,15 @@ impl Clone for Lookup {
 }
 
 impl Lookup {
+    fn with_hash_seed(seed: u64) -> Lookup {
+        Lookup {
+            table: HashTable::new(),
+            entries: Vec::new(),
+            complete: true,
+            hasher: FixedState::with_seed(seed),
+        }
+    }
+
     fn hash(&self, id: &[u8]) -> u32 {
         self.hasher.hash_one(id) as u32
     }
@@ -227,6 +232,14 @@ impl CellMut<'_> {
 }
 
 impl Cells {
+    /// No cells; the writer's lookup hashes ids with `seed` (see `Lookup`).
+    pub fn with_hash_seed(seed: u64) -> Cells {
+        Cells {
+            lookup: Lookup::with_hash_seed(seed),
+            ..Cells::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -368,6 +381,33 @@ mod tests {
     #[test]
     fn a_record_stays_within_its_copy_budget() {
         assert_eq!(std::mem::size_of::<Option<CellRecord>>(), 120);
+    }
+
+    #[test]
+    fn the_hash_seed_changes_nothing_observable_and_clones_keep_it() {
+        let mut a = Cells::default();
+        let mut b = Cells::with_hash_seed(0x9e37_79b9_7f4a_7c15);
+        for i in 0..2000 {
+            let (identity, record) = cell(i);
+            a.insert(identity.clone(), record.clone());
+            b.insert(identity, record);
+        }
+        assert_eq!(a, b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_ne!(
+            a.lookup.hash(b"cell-1"),
+            b.lookup.hash(b"cell-1"),
+            "the seed is used"
+        );
+        let fork = b.clone();
+        assert_eq!(fork.lookup.hash(b"cell-1"), b.lookup.hash(b"cell-1"));
+        for i in 0..2000 {
+            let id = format!("cell-{i}");
+            assert_eq!(
+                a.get_mut(&id).map(|c| c.slot),
+                b.get_mut(&id).map(|c| c.slot)
+            );
+        }
     }
 
     #[test]
