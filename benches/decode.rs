@@ -11,6 +11,10 @@
 
 mod common;
 
+/// The allocator the `cellos-server` binary runs with, so this bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;

@@ -16,6 +16,10 @@
 
 mod common;
 
+/// The allocator the `cellos-server` binary runs with, so this bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

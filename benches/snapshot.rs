@@ -13,6 +13,10 @@
 
 mod common;
 
+/// The allocator the `cellos-server` binary runs with, so this bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

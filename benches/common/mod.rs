@@ -11,10 +11,6 @@ use cellos_server::event::subject::{formation_subject, ingest_subject, last_type
 use cellos_server::event::RawEvent;
 use cellos_server::event::{Event, Kind};
 
-/// The allocator the `cellos-server` binary runs with, so benches measure what ships.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 macro_rules! example {
     ($file:literal) => {
         include_str!(concat!("../../contracts/examples/events/", $file))

@@ -21,6 +21,11 @@
 //! Small operations repeat a fixed number of times (the `_xN` suffix) so every count is in
 //! 10^5..10^8: large enough that a few instructions of noise are negligible, small enough that the
 //! whole gate takes minutes under Valgrind.
+//!
+//! The gates run on the system allocator, not on mimalloc as the server and the criterion benches
+//! do: mimalloc makes internal choices from the process's memory layout, and `apply_batch` took
+//! one of two counts 3% apart depending on the size of the environment (1,444,398 or 1,399,302).
+//! With the system allocator the counts were identical across five environment sizes.
 
 #[path = "../common/mod.rs"]
 mod common;
