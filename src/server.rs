@@ -36,8 +36,7 @@ pub enum StartError {
 }
 
 /// The runtime subscribers (WebSocket sessions, followed event streams) run on, apart from the
-/// one serving HTTP and reading the log.
-/// A fan-out to thousands of sockets keeps its workers busy writing; requests, the log tail and
+/// one serving HTTP and reading the log. A fan-out to thousands of sockets keeps its workers busy writing; requests, the log tail and
 /// the writes waiting for their events to apply must not queue behind it. The OS scheduler then
 /// shares the cores between the two, and the mostly idle request side is served first when it
 /// wakes.
@@ -59,6 +58,17 @@ impl SessionRuntime {
 
     fn handle(&self) -> Option<tokio::runtime::Handle> {
         self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+
+    /// Runs `task` there, or on the current runtime when there is no separate one.
+    fn spawn<F>(&self, task: F) -> JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(task),
+            None => tokio::spawn(task),
+        }
     }
 
     /// Drops whatever still runs there and waits (briefly, off the async workers) until it has.
@@ -146,6 +156,7 @@ pub async fn start_with(
     log: Arc<dyn EventLog>,
     listener: TcpListener,
 ) -> Result<Running, StartError> {
+    let sessions = SessionRuntime::start(config.ws_threads)?;
     let metrics = Metrics::new();
     let (publisher, reader) = snapshot::channel();
     let (ring, ring_writer) = Ring::new(config.ring_capacity);
@@ -160,7 +171,6 @@ pub async fn start_with(
     )
     .map_err(StartError::Thread)?;
 
-    let sessions = SessionRuntime::start(config.ws_threads)?;
     let stop_pipeline = CancellationToken::new();
     let tail = Arc::new(TailStatus::default());
     let tailer = tokio::spawn(ingest::run_tailer(
@@ -177,11 +187,8 @@ pub async fn start_with(
             metrics.clone(),
             stop_pipeline.clone(),
         )),
-        // The waker wakes every session: it runs where they do.
-        match sessions.handle() {
-            Some(rt) => rt.spawn(ring.clone().run_waker(stop_pipeline.clone())),
-            None => tokio::spawn(ring.clone().run_waker(stop_pipeline.clone())),
-        },
+        // The waker wakes every subscriber: it runs where they do.
+        sessions.spawn(ring.clone().run_waker(stop_pipeline.clone())),
     ];
 
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
