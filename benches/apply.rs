@@ -206,6 +206,7 @@ impl ApplyRun {
             self.publisher.publish(Snapshot {
                 cursor: self.seq,
                 state: self.state.clone(),
+                replayed: true,
             });
         }
         let took = start.elapsed();

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cellos_server::fanout::{Ring, DEFAULT_RING_CAPACITY};
+use cellos_server::ingest::boot::BootProgress;
 use cellos_server::ingest::{self, Ingestor, TailStatus, BATCH_QUEUE, MAX_BATCH_EVENTS};
 use cellos_server::log::embedded::{system_clock, EmbeddedLog, Retention};
 use cellos_server::log::{Append, EventLog};
@@ -120,11 +121,13 @@ async fn server_pipeline(log: &Arc<EmbeddedLog>, n: u64) -> u64 {
     let (_ring, ring_writer) = Ring::new(DEFAULT_RING_CAPACITY);
     let (applied_tx, mut applied_rx) = watch::channel(0u64);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
+    let boot = Arc::new(BootProgress::default());
     let thread = ingest::spawn(
         batches_rx,
         publisher,
         ring_writer,
         applied_tx,
+        boot.clone(),
         metrics.clone(),
     )
     .expect("ingest thread");
@@ -135,6 +138,8 @@ async fn server_pipeline(log: &Arc<EmbeddedLog>, n: u64) -> u64 {
         0,
         batches_tx,
         Arc::new(TailStatus::default()),
+        boot,
+        metrics,
         stop.clone(),
     ));
     applied_rx

@@ -87,6 +87,7 @@ fn tight_loop(publisher: Publisher, base: Snapshot) -> Background {
             publisher.publish(Snapshot {
                 cursor,
                 state: base.state.clone(),
+                replayed: true,
             });
             n += 1;
         }

@@ -86,6 +86,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub write_timeout_ms: u64,
 
+    /// While the projection replays the log at start, how long a read waits for the replay to
+    /// finish before answering 503 with Retry-After (ms, 0 = answer 503 at once; 0..=60000).
+    /// Writes wait for it within their write timeout instead.
+    #[arg(long, env = "CELLOS_REPLAY_READ_WAIT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub replay_read_wait_ms: u64,
+
     /// JetStream log: how long one round of publishes waits for its acks before the unacknowledged
     /// events are published again with the same Nats-Msg-Id (3 rounds, then 503) (ms,
     /// 100..=60000).
@@ -138,6 +145,8 @@ pub struct Config {
     pub ws_ping_every: Duration,
     pub ws_pong_timeout: Duration,
     pub write_timeout: Duration,
+    /// Longest wait of a read that arrives while the boot replay runs, before its 503.
+    pub replay_read_wait: Duration,
     /// JetStream log: wait for the acks of one round of publishes.
     pub nats_ack_timeout: Duration,
     pub header_timeout: Duration,
@@ -186,6 +195,7 @@ impl Args {
             ws_ping_every: Duration::from_secs(self.ws_ping_secs),
             ws_pong_timeout: Duration::from_secs(self.ws_pong_timeout_secs),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            replay_read_wait: Duration::from_millis(self.replay_read_wait_ms),
             nats_ack_timeout: Duration::from_millis(self.nats_ack_timeout_ms),
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             body_timeout: Duration::from_millis(self.body_timeout_ms),
@@ -216,6 +226,7 @@ impl Config {
             ws_ping_every: Duration::from_secs(25),
             ws_pong_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
+            replay_read_wait: Duration::from_secs(2),
             nats_ack_timeout: Duration::from_secs(2),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
@@ -272,6 +283,10 @@ mod tests {
         let c = parse(&["--api-token", "t", "--shutdown-grace-ms", "0"]).unwrap();
         assert_eq!(c.shutdown_grace, Duration::ZERO);
         assert!(Args::try_parse_from(["x", "--shutdown-grace-ms", "600001"]).is_err());
+        assert_eq!(c.replay_read_wait, Duration::from_secs(2));
+        let c = parse(&["--api-token", "t", "--replay-read-wait-ms", "0"]).unwrap();
+        assert_eq!(c.replay_read_wait, Duration::ZERO);
+        assert!(Args::try_parse_from(["x", "--replay-read-wait-ms", "60001"]).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::fanout::RingWriter;
 use crate::state::{apply, Ignored, Outcome, Snapshot, State};
 
 cfg_server! {
+    pub mod boot;
     mod tail;
     mod thread;
 
@@ -122,11 +123,14 @@ impl Ingestor {
         }
     }
 
-    /// The state and cursor to publish: an O(1) clone of the persistent maps.
+    /// The state and cursor to publish: an O(1) clone of the persistent maps. `replayed` is
+    /// left false: only the log's tail knows where the log ended at start, so the ingest thread
+    /// sets it.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             cursor: self.cursor,
             state: self.state.clone(),
+            replayed: false,
         }
     }
 }

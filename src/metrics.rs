@@ -23,6 +23,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub ingest: IngestMetrics,
+    pub boot: BootMetrics,
     pub log_lag: Gauge,
     pub snapshot_age_seconds: Gauge,
     pub ws_connections: Gauge,
@@ -38,6 +39,18 @@ pub struct IngestMetrics {
     pub batch_events: Histogram,
     pub batch_seconds: Histogram,
     pub cursor: Gauge,
+}
+
+/// The boot replay's progress (see `ingest::boot`).
+pub struct BootMetrics {
+    /// 1 until the projection holds everything the log held at start, then 0.
+    pub replaying: Gauge,
+    /// The log's last seq when it was first reached after start.
+    pub target: Gauge,
+    /// Events applied by the replay so far (all of them once it is over).
+    pub events: Gauge,
+    /// Seconds the replay has taken so far (its whole duration once it is over).
+    pub seconds: Gauge,
 }
 
 impl Metrics {
@@ -67,6 +80,13 @@ impl Metrics {
             cursor: recorder.register_gauge(&Key::from_name("cellos_applied_cursor"), &META),
         };
         let g = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
+        let boot = BootMetrics {
+            replaying: g("cellos_boot_replaying"),
+            target: g("cellos_boot_replay_target_seq"),
+            events: g("cellos_boot_replay_events"),
+            seconds: g("cellos_boot_replay_seconds"),
+        };
+        boot.replaying.set(1.0);
         Arc::new(Metrics {
             log_lag: g("cellos_log_lag_events"),
             snapshot_age_seconds: g("cellos_snapshot_age_seconds"),
@@ -76,6 +96,7 @@ impl Metrics {
             connections_rejected: c("cellos_connections_rejected_total", vec![]),
             last_publish_ms: AtomicU64::new(now_ms()),
             ingest,
+            boot,
             handle,
             recorder,
         })

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, LogBackend};
 use crate::fanout::Ring;
 use crate::http::{self, Ctx};
+use crate::ingest::boot::BootProgress;
 use crate::ingest::{self, TailStatus, BATCH_QUEUE};
 use crate::log::embedded::{system_clock, EmbeddedLog, Retention};
 use crate::log::jetstream::{JetStreamLog, JetStreamOptions};
@@ -126,6 +127,7 @@ async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
             // writes answer 503), never replaced by the embedded log.
             let options = JetStreamOptions {
                 ack_timeout: config.nats_ack_timeout,
+                setup_wait: config.write_timeout,
                 ..JetStreamOptions::default()
             };
             Ok(Arc::new(JetStreamLog::connect(url, options).await?))
@@ -133,8 +135,9 @@ async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
     }
 }
 
-/// Starts everything and returns once the listener is bound (replay continues in the background;
-/// `/readyz` says when it is done).
+/// Starts everything and returns once the listener is bound. The boot replay continues in the
+/// background: until it is over, projection reads wait for it briefly and then answer 503, writes
+/// wait for it within their timeout, and `/readyz` says how far it is.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let log = open_log(&config).await?;
     let listener = bind(&config.bind).await?;
@@ -162,11 +165,13 @@ pub async fn start_with(
     let (ring, ring_writer) = Ring::new(config.ring_capacity);
     let (applied_tx, applied_rx) = watch::channel(0u64);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
+    let boot = Arc::new(BootProgress::default());
     let ingest = ingest::spawn(
         batches_rx,
         publisher,
         ring_writer,
         applied_tx,
+        boot.clone(),
         metrics.clone(),
     )
     .map_err(StartError::Thread)?;
@@ -178,12 +183,15 @@ pub async fn start_with(
         0,
         batches_tx,
         tail.clone(),
+        boot.clone(),
+        metrics.clone(),
         stop_pipeline.clone(),
     ));
     let helpers = vec![
         tokio::spawn(ingest::sample_log_end(
             log.clone(),
             tail.clone(),
+            boot.clone(),
             metrics.clone(),
             stop_pipeline.clone(),
         )),
@@ -203,6 +211,7 @@ pub async fn start_with(
         applied: applied_rx,
         ring,
         tail,
+        boot,
         metrics,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

@@ -66,8 +66,8 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<(), ApiError> {
 }
 
 /// Parses `subject` and `formation` into a filter; a formation name resolves to the newest
-/// formation with that name.
-fn filter(ctx: &Ctx, q: &WsQuery) -> Result<Filter, ApiError> {
+/// formation with that name, in a projection that has finished its boot replay.
+async fn filter(ctx: &Ctx, q: &WsQuery) -> Result<Filter, ApiError> {
     let pattern = match q.subject.as_deref() {
         None | Some("") => None,
         Some(s) => {
@@ -81,23 +81,27 @@ fn filter(ctx: &Ctx, q: &WsQuery) -> Result<Filter, ApiError> {
         None => None,
         Some(raw) => match Ident::parse(raw) {
             Ident::Id(id) => Some(id),
-            Ident::Name(name) => Some(
+            Ident::Name(name) => Some({
+                ctx.until_replayed(ctx.config.replay_read_wait).await?;
                 ctx.reader
                     .load()
                     .state
                     .formation_by_name(name)
                     .map(|f| f.id)
-                    .ok_or_else(|| ApiError::not_found(format!("formation '{name}' not found")))?,
-            ),
+                    .ok_or_else(|| ApiError::not_found(format!("formation '{name}' not found")))?
+            }),
         },
     };
     Ok(Filter { pattern, formation })
 }
 
 /// `GET /ws/events[?since=][&subject=][&formation=]`.
-pub fn upgrade(ctx: &Arc<Ctx>, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn upgrade(
+    ctx: &Arc<Ctx>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let q = WsQuery::parse(req.uri().query())?;
-    let filter = filter(ctx, &q)?;
+    let filter = filter(ctx, &q).await?;
     check_upgrade(&req)?;
     let Some(permit) = ctx.connection_permit() else {
         ctx.metrics.connections_rejected.increment(1);

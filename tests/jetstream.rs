@@ -93,11 +93,17 @@ impl Js {
 
     /// Returns once the listener is bound, whether or not NATS is reachable.
     async fn start_unready(url: &str) -> Js {
+        Js::start_unready_with(url, |_| {}).await
+    }
+
+    /// [`Js::start_unready`] with `tweak` applied to the test configuration.
+    async fn start_unready_with(url: &str, tweak: impl FnOnce(&mut cellos_server::Config)) -> Js {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
         config.log = LogBackend::JetStream {
             url: url.to_owned(),
         };
+        tweak(&mut config);
         let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
             .await
             .expect("server start timed out")
@@ -658,12 +664,18 @@ async fn one_consumer_per_server_not_per_request_or_socket() {
     s.shutdown().await;
 }
 
-/// A configured NATS that is down at boot is retried, never replaced by the embedded log.
+/// A configured NATS that is down at boot is retried, never replaced by the embedded log. Until
+/// the log is reached and replayed, reads and writes wait their bound and then answer the replay
+/// 503: an empty projection is not the log's (nothing is appended by the refused write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_down_at_boot_is_waited_for() {
     let mut nats = nats_or_skip!();
     nats.stop().await;
-    let s = Js::start_unready(&nats.url()).await;
+    let s = Js::start_unready_with(&nats.url(), |c| {
+        c.write_timeout = Duration::from_millis(200);
+        c.replay_read_wait = Duration::ZERO;
+    })
+    .await;
     let ready = s.get_as("/readyz", Auth::None).await;
     assert_eq!(ready.status, 503);
     assert!(
@@ -671,16 +683,23 @@ async fn nats_down_at_boot_is_waited_for() {
         "{}",
         ready.text()
     );
+    let replaying = "the projection is replaying the event log after a start: applied through \
+                     seq 0, the log's end is not known yet (the log is not reachable yet); retry \
+                     shortly";
     let r = s
         .post_events(STRUCTURED, body(&started("early", "spec", None, &ts(1))))
         .await;
-    assert_problem(&r, SERVICE_UNAVAILABLE, STORE_UNAVAILABLE);
+    assert_problem(&r, SERVICE_UNAVAILABLE, replaying);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    let r = s.get("/v1/formations").await;
+    assert_problem(&r, SERVICE_UNAVAILABLE, replaying);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    nats.restart().await;
+    s.wait_ready().await;
     assert_eq!(
         s.get("/v1/formations").await.ok_json_text(),
         r#"{"formations":[],"cursor":0}"#
     );
-    nats.restart().await;
-    s.wait_ready().await;
     assert_eq!(
         s.ingest_one(&started("late", "spec", None, &ts(2))).await,
         1

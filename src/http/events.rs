@@ -114,6 +114,10 @@ pub async fn ingest(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
     };
     let body = read_body(req, MAX_INGEST_BYTES, ctx.config.body_timeout).await?;
     let appends = parse_ingest(&body, batch)?;
+    // Appended during the boot replay, the events could not be applied (and answered) before
+    // the replay is over anyway: wait for it first, so a replay that outlasts the timeout
+    // answers 503 with nothing appended.
+    ctx.until_replayed(ctx.config.write_timeout).await?;
     let seqs = tokio::time::timeout(ctx.config.write_timeout, ctx.log.append(appends))
         .await
         .map_err(|_| ApiError::unavailable(super::problem::STORE_UNAVAILABLE))??;

@@ -1,6 +1,7 @@
 //! Formation writes: admission, delete (cancel) and status transitions. Each one appends a
 //! CloudEvent and answers only after the ingest thread applied it; the projection decides
-//! conflicts (name ownership, terminal states) by log order.
+//! conflicts (name ownership, terminal states) by log order. During the boot replay each waits
+//! for it (within the write timeout) before it looks at the projection.
 
 use chrono::Utc;
 use http::{Request, Response, StatusCode};
@@ -74,6 +75,7 @@ async fn transition(
 pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, MAX_FORMATION_BODY, ctx.config.body_timeout).await?;
     let admitted = admission::admit(&body)?;
+    ctx.until_replayed(ctx.config.write_timeout).await?;
     // A cheap early answer; the authoritative decision is the projection's, by log order.
     if let Some(holder) = ctx.reader.load().state.name_holder(&admitted.name) {
         return Err(in_use(&admitted.name, holder.id));
@@ -114,6 +116,7 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
 /// `DELETE /v1/formations/{ident}` and `/v1/formations/by-name/{name}`: cancels a live formation;
 /// a terminal one is left as it is.
 pub async fn delete(ctx: &Ctx, ident: Ident<'_>) -> Result<Response<Body>, ApiError> {
+    ctx.until_replayed(ctx.config.write_timeout).await?;
     let record = {
         let snap = ctx.reader.load();
         ident.resolve(&snap.state)?.clone()
@@ -184,6 +187,7 @@ pub async fn set_status(
             format!("Failed to deserialize the JSON body into the target type: {e}"),
         )
     })?;
+    ctx.until_replayed(ctx.config.write_timeout).await?;
     let record = {
         let snap = ctx.reader.load();
         ident.resolve(&snap.state)?.clone()

@@ -33,8 +33,9 @@ pub fn healthz() -> Response<Body> {
 
 /// `GET /readyz`: 200 once the log is reachable and the projection has caught up with it.
 pub fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-    let cursor = ctx.reader.peek(|s| s.cursor);
-    match not_ready_reason(&ctx.tail, ctx.log.as_ref(), cursor) {
+    let snap = ctx.reader.load();
+    let cursor = snap.cursor;
+    match not_ready_reason(&ctx.tail, ctx.log.as_ref(), &snap, &ctx.boot) {
         None => Ok(json(
             StatusCode::OK,
             format!("{{\"status\":\"ready\",\"cursor\":{cursor}}}"),

@@ -89,6 +89,20 @@ impl Route<'_> {
         }
     }
 
+    /// A GET of this route answers from the projection: it must wait for the boot replay.
+    fn reads_projection(&self) -> bool {
+        matches!(
+            self,
+            Route::Formations
+                | Route::Formation(_)
+                | Route::FormationByName(_)
+                | Route::Cells
+                | Route::Cell(_)
+                | Route::CellEvents(_)
+                | Route::Events
+        )
+    }
+
     fn is_public(&self) -> bool {
         matches!(self, Route::Healthz | Route::Readyz)
     }
@@ -161,6 +175,9 @@ async fn dispatch(
     if !route.is_public() {
         auth::check(req.headers(), &ctx.config.api_token)?;
     }
+    if read && route.reads_projection() {
+        ctx.until_replayed(ctx.config.replay_read_wait).await?;
+    }
     match (route, read) {
         (Route::Formations, true) => Ok(formations::list(ctx)),
         (Route::Formation(ident), true) => formations::get(ctx, &path_param(ident)?),
@@ -189,7 +206,7 @@ async fn dispatch(
         (Route::Healthz, _) => Ok(meta::healthz()),
         (Route::Readyz, _) => meta::readyz(ctx),
         (Route::Metrics, _) => Ok(meta::metrics(ctx)),
-        (Route::WsEvents, _) => crate::ws::upgrade(ctx, req),
+        (Route::WsEvents, _) => crate::ws::upgrade(ctx, req).await,
         // Every other pairing was refused by the method check above.
         _ => Err(ApiError::new(
             Kind::Internal,

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::problem::{self, ApiError};
 use crate::config::Config;
 use crate::fanout::Ring;
+use crate::ingest::boot::BootProgress;
 use crate::ingest::TailStatus;
 use crate::log::EventLog;
 use crate::metrics::Metrics;
@@ -41,6 +42,7 @@ pub struct Ctx {
     pub applied: watch::Receiver<u64>,
     pub ring: Arc<Ring>,
     pub tail: Arc<TailStatus>,
+    pub boot: Arc<BootProgress>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     /// Long-lived responses and upgraded sockets, which hyper's graceful shutdown does not track.
@@ -62,6 +64,30 @@ impl Ctx {
         match &self.sessions {
             Some(rt) => drop(self.tasks.spawn_on(session, rt)),
             None => drop(self.tasks.spawn(session)),
+        }
+    }
+
+    /// Waits at most `wait` until the projection has replayed everything the log held at start;
+    /// past that, the 503 that says how far the replay is. Reads wait `--replay-read-wait-ms`,
+    /// writes their write timeout: no answer ever comes from a half-replayed projection.
+    pub async fn until_replayed(&self, wait: Duration) -> Result<(), ApiError> {
+        if self.reader.peek(|s| s.replayed) {
+            return Ok(());
+        }
+        // The ingest thread publishes the replayed snapshot before it wakes the cursor's
+        // watchers, so checking the snapshot on each wake-up cannot miss it.
+        let mut applied = self.applied.clone();
+        let over = async {
+            applied
+                .wait_for(|_| self.reader.peek(|s| s.replayed))
+                .await
+                .is_ok()
+        };
+        match tokio::time::timeout(wait, over).await {
+            Ok(true) => Ok(()),
+            _ => Err(ApiError::unavailable(
+                self.boot.detail(self.reader.peek(|s| s.cursor)),
+            )),
         }
     }
 
@@ -126,11 +152,20 @@ pub fn empty(status: StatusCode) -> Response<Body> {
     full(status, None, Bytes::new())
 }
 
+/// Seconds a client told 503 is asked to wait before it retries (`Retry-After`).
+pub const RETRY_AFTER_SECS: &str = "1";
+
 pub fn problem(e: &ApiError) -> Response<Body> {
     let mut resp = full(e.kind.status(), Some("application/problem+json"), e.body());
     if let Some(allow) = e.allow {
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if e.kind.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
     }
     resp
 }
@@ -204,7 +239,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
 async fn refuse(mut stream: tokio::net::TcpStream) {
     let body = ApiError::unavailable("connection limit reached; retry later").body();
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n",
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: {RETRY_AFTER_SECS}\r\n\r\n",
         body.len()
     );
     let write = async {

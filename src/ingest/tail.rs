@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::RawEvent;
-use crate::log::EventLog;
+use super::boot::BootProgress;
+use crate::log::{EventLog, TailBatch};
 use crate::metrics::Metrics;
+use crate::state::Snapshot;
 
 /// Most events the tailer asks the log for at once.
 pub const MAX_BATCH_EVENTS: usize = 4096;
@@ -22,9 +23,8 @@ const LOG_END_PERIOD: Duration = Duration::from_secs(1);
 /// Where the tail stands, for `/readyz`.
 pub struct TailStatus {
     log_ok: AtomicBool,
-    /// The seq the projection must reach to count as caught up (`u64::MAX` until the tail first
-    /// reached the end of the log).
-    ready_at: AtomicU64,
+    /// The tail has told the ingest thread that it reached the end of the log once.
+    reached_end: AtomicBool,
     /// Highest seq handed to the ingest thread.
     delivered: AtomicU64,
     /// The log's last seq when it was last seen below what had been delivered from it (a reset
@@ -37,7 +37,7 @@ impl Default for TailStatus {
     fn default() -> Self {
         TailStatus {
             log_ok: AtomicBool::new(false),
-            ready_at: AtomicU64::new(u64::MAX),
+            reached_end: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
             log_reset_at: AtomicU64::new(u64::MAX),
             last_error: std::sync::Mutex::new(None),
@@ -45,8 +45,15 @@ impl Default for TailStatus {
     }
 }
 
-/// Why the server is not ready, if it is not.
-pub fn not_ready_reason(status: &TailStatus, log: &dyn EventLog, cursor: u64) -> Option<String> {
+/// Why the server is not ready, if it is not: the log is unreachable or was reset, or the
+/// projection (`snapshot`) is still replaying it.
+pub fn not_ready_reason(
+    status: &TailStatus,
+    log: &dyn EventLog,
+    snapshot: &Snapshot,
+    boot: &BootProgress,
+) -> Option<String> {
+    let cursor = snapshot.cursor;
     if let Err(why) = log.health() {
         return Some(format!("event log unreachable: {why}"));
     }
@@ -66,23 +73,21 @@ pub fn not_ready_reason(status: &TailStatus, log: &dyn EventLog, cursor: u64) ->
             .unwrap_or_else(|| "not connected yet".into());
         return Some(format!("event log unreachable: {why}"));
     }
-    let target = status.ready_at.load(Ordering::Acquire);
-    if target == u64::MAX {
+    (!snapshot.replayed).then(|| {
         let delivered = status.delivered.load(Ordering::Acquire);
-        return Some(format!(
-            "replaying the event log: applied through seq {cursor}, read through {delivered}"
-        ));
-    }
-    (cursor < target)
-        .then(|| format!("replaying the event log: applied through seq {cursor} of {target}"))
+        format!("{} (read through {delivered})", boot.detail(cursor))
+    })
 }
 
 /// Samples the log's end every `LOG_END_PERIOD` (1 s) until `stop`: the `log_lag` gauge, and the
 /// evidence `/readyz` needs to refuse a log that now ends before what was applied (a JetStream
 /// stream deleted and recreated, or a NATS store lost). The tail alone would wait silently.
+///
+/// Its first successful sample is also the boot replay's target (the log's end at start).
 pub async fn sample_log_end(
     log: Arc<dyn EventLog>,
     status: Arc<TailStatus>,
+    boot: Arc<BootProgress>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -101,6 +106,7 @@ pub async fn sample_log_end(
             _ = stop.cancelled() => return,
         };
         if let Ok(b) = bounds {
+            boot.set_target(b.last, &metrics);
             metrics.log_lag.set(b.last.saturating_sub(delivered) as f64);
             let reset = if b.last < delivered { b.last } else { u64::MAX };
             let previous = status.log_reset_at.swap(reset, Ordering::AcqRel);
@@ -118,11 +124,15 @@ pub async fn sample_log_end(
 
 /// Reads the log from `after` forever (replay, then live) and hands batches to the ingest thread.
 /// Log errors are retried with backoff from the same position: nothing is skipped or repeated.
+/// The first time the tail reaches the log's end, that batch goes to the ingest thread even when
+/// empty: it marks the end of the boot replay.
 pub async fn run_tailer(
     log: Arc<dyn EventLog>,
     after: u64,
-    batches: mpsc::Sender<Vec<RawEvent>>,
+    batches: mpsc::Sender<TailBatch>,
     status: Arc<TailStatus>,
+    boot: Arc<BootProgress>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut tail = log.clone().tail(after);
@@ -133,19 +143,21 @@ pub async fn run_tailer(
             _ = stop.cancelled() => return,
         };
         match next {
-            Ok(batch) => {
+            Ok(mut batch) => {
                 status.log_ok.store(true, Ordering::Release);
                 backoff = Duration::from_millis(50);
                 if let Some(last) = batch.events.last() {
                     status.delivered.store(last.seq, Ordering::Release);
                 }
-                let delivered = status.delivered.load(Ordering::Acquire);
-                if batch.caught_up && status.ready_at.load(Ordering::Acquire) == u64::MAX {
-                    status.ready_at.store(delivered, Ordering::Release);
+                // Only the first end matters to the ingest thread.
+                batch.caught_up &= !status.reached_end.load(Ordering::Acquire);
+                if batch.caught_up {
+                    status.reached_end.store(true, Ordering::Release);
+                    boot.set_target(status.delivered.load(Ordering::Acquire), &metrics);
                 }
-                if !batch.events.is_empty() {
+                if !batch.events.is_empty() || batch.caught_up {
                     tokio::select! {
-                        sent = batches.send(batch.events) => if sent.is_err() { return },
+                        sent = batches.send(batch) => if sent.is_err() { return },
                         _ = stop.cancelled() => return,
                     }
                 }

@@ -1,17 +1,20 @@
 //! The ingest thread, the projection's only writer: rounds of batches → [`Ingestor`] → one
-//! snapshot publish per round → frames committed to the ring → applied cursor advanced.
+//! snapshot publish per round → frames committed to the ring → applied cursor advanced; and the
+//! end of the boot replay marked on the snapshot.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
+use super::boot::BootProgress;
 use super::Ingestor;
 use crate::event::decode::DecodeError;
-use crate::event::{Family, RawEvent};
+use crate::event::Family;
 use crate::fanout::RingWriter;
+use crate::log::TailBatch;
 use crate::metrics::Metrics;
-use crate::state::{Ignored, Publisher};
+use crate::state::{Ignored, Publisher, Snapshot};
 
 /// Most events applied between two snapshot publishes when batches queue up.
 pub const MAX_ROUND_EVENTS: usize = 8192;
@@ -50,41 +53,64 @@ impl Ingestor {
 }
 
 /// Starts the ingest thread. It ends when the batch channel closes.
+///
+/// The first batch that says the tail reached the log's end makes the snapshot published after
+/// it `replayed`: the channel is ordered, so that snapshot holds every event the log had when
+/// the tail first reached its end, which is at least everything it held at start.
 pub fn spawn(
-    mut batches: mpsc::Receiver<Vec<RawEvent>>,
+    mut batches: mpsc::Receiver<TailBatch>,
     publisher: Publisher,
     mut ring: RingWriter,
     applied: watch::Sender<u64>,
+    boot: Arc<BootProgress>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cellos-ingest".into())
         .spawn(move || {
             let mut ingestor = Ingestor::with_hash_seed(random_seed());
+            let mut replayed = false;
+            let mut last_progress = Instant::now();
             while let Some(first) = batches.blocking_recv() {
                 let started = Instant::now();
-                let mut round = first.len();
-                for raw in &first {
+                let mut round = first.events.len();
+                let mut caught_up = first.caught_up;
+                for raw in &first.events {
                     ingestor.ingest(raw, &mut ring);
                 }
                 while round < MAX_ROUND_EVENTS {
                     let Ok(more) = batches.try_recv() else { break };
-                    round += more.len();
-                    for raw in &more {
+                    round += more.events.len();
+                    caught_up |= more.caught_up;
+                    for raw in &more.events {
                         ingestor.ingest(raw, &mut ring);
                     }
                 }
+                let finished_replay = !replayed && caught_up;
+                if !replayed {
+                    boot.add_events(round as u64);
+                }
+                replayed |= caught_up;
                 // Order matters: the snapshot is visible before the cursor says it is, so a
-                // writer woken by the cursor always finds its event in the snapshot.
-                publisher.publish(ingestor.snapshot());
+                // writer woken by the cursor always finds its event in the snapshot (and a
+                // request waiting for the replay finds it over).
+                publisher.publish(Snapshot {
+                    replayed,
+                    ..ingestor.snapshot()
+                });
                 ring.commit();
                 applied.send_if_modified(|c| {
-                    let changed = *c != ingestor.cursor;
+                    let changed = *c != ingestor.cursor || finished_replay;
                     *c = ingestor.cursor;
                     changed
                 });
                 metrics.snapshot_published();
                 ingestor.flush(&metrics);
+                if finished_replay {
+                    boot.finish(ingestor.cursor, &metrics);
+                } else if !replayed {
+                    boot.report(ingestor.cursor, &metrics, &mut last_progress);
+                }
                 metrics
                     .ingest
                     .batch_seconds

@@ -8,6 +8,8 @@
 //!   NATS.
 //! - **The stream is got or created** by a background task that retries until it works. An
 //!   existing stream is used as it is; settings that differ from ours are logged once.
+//!   Operations that arrive before that first worked wait for it (at most the setup wait, the
+//!   server's write timeout) instead of failing: only an outage after it answers at once.
 //! - **`append`** publishes one message per event with `Nats-Msg-Id` = the dedupe id, all of them
 //!   before awaiting any ack (pipelined). Events left unacknowledged within the ack timeout are
 //!   published again with the same id (a publish that timed out may still have been stored; the
@@ -63,6 +65,9 @@ const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 /// Room left for the `Nats-Msg-Id` header block when checking the server's `max_payload`.
 const HEADER_OVERHEAD: usize = 64;
 
+/// Default wait of an operation for the log's first setup (`--write-timeout-ms`).
+pub const DEFAULT_SETUP_WAIT: Duration = Duration::from_secs(10);
+
 /// Tunables of the JetStream log.
 #[derive(Clone, Debug)]
 pub struct JetStreamOptions {
@@ -70,6 +75,9 @@ pub struct JetStreamOptions {
     pub ack_timeout: Duration,
     /// Bound on each JetStream API request.
     pub api_timeout: Duration,
+    /// How long an operation that arrives before the log was ever ready (still connecting, or
+    /// the stream still being looked up or created) waits for that, before it fails.
+    pub setup_wait: Duration,
 }
 
 impl Default for JetStreamOptions {
@@ -77,6 +85,7 @@ impl Default for JetStreamOptions {
         JetStreamOptions {
             ack_timeout: DEFAULT_ACK_TIMEOUT,
             api_timeout: API_TIMEOUT,
+            setup_wait: DEFAULT_SETUP_WAIT,
         }
     }
 }
@@ -95,6 +104,9 @@ fn reconnect_delay(attempts: usize) -> Duration {
 struct Shared {
     /// The stream is known to exist (and the client was connected when that was checked).
     ensured: AtomicBool,
+    /// The stream was ensured at least once since this log was opened: the first setup is over.
+    /// Until then operations wait for it; after, an outage fails fast.
+    set_up: AtomicBool,
     /// Why the stream is not ensured yet, for `health`.
     ensure_error: Mutex<Option<String>>,
     /// Wakes the ensure task when the stream went missing.
@@ -134,6 +146,7 @@ pub struct JetStreamLog {
     stream: stream::Stream<()>,
     shared: Arc<Shared>,
     ack_timeout: Duration,
+    setup_wait: Duration,
     ensure_task: JoinHandle<()>,
 }
 
@@ -148,6 +161,7 @@ impl JetStreamLog {
         let (link, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             ensured: AtomicBool::new(false),
+            set_up: AtomicBool::new(false),
             ensure_error: Mutex::new(None),
             reensure: Notify::new(),
             link,
@@ -182,6 +196,7 @@ impl JetStreamLog {
             stream,
             shared,
             ack_timeout: options.ack_timeout,
+            setup_wait: options.setup_wait,
             ensure_task,
         })
     }
@@ -197,6 +212,26 @@ impl JetStreamLog {
 
     fn ready(&self) -> Result<(), LogError> {
         self.health().map_err(LogError::Unavailable)
+    }
+
+    /// [`Self::ready`], but an operation that arrives during the first setup (connecting, the
+    /// stream being looked up or created) first waits for it, at most the setup wait: a write
+    /// sent right after start is not refused for a stream that is about to be there. Once the
+    /// log was ready, an outage fails at once.
+    async fn usable(&self) -> Result<(), LogError> {
+        if !self.shared.set_up.load(Ordering::Acquire) {
+            // Subscribed before the check, so a bump in between is not missed.
+            let mut link = self.shared.link.subscribe();
+            let set_up = async {
+                while !self.shared.set_up.load(Ordering::Acquire) {
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(self.setup_wait, set_up).await;
+        }
+        self.ready()
     }
 
     /// The stream was reported missing: look it up (or create it) again.
@@ -238,7 +273,7 @@ impl JetStreamLog {
 
     /// The stream's current state (one JetStream API request).
     async fn stream_state(&self) -> Result<stream::State, LogError> {
-        self.ready()?;
+        self.usable().await?;
         let info = self
             .stream
             .get_info()
@@ -300,7 +335,7 @@ impl EventLog for JetStreamLog {
             if seqs.is_empty() {
                 return Ok(Vec::new());
             }
-            self.ready()?;
+            self.usable().await?;
             let mut gets = futures_util::stream::iter(seqs)
                 .map(|seq| self.get_one(seq))
                 .buffered(READ_CONCURRENCY);

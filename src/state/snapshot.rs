@@ -1,7 +1,9 @@
 //! Immutable snapshots of the projection, published by the one writer and read without locks.
 //!
 //! A snapshot carries the state and the cursor (the seq of the last event applied to that state)
-//! together, so a response can never show a cursor its state does not include.
+//! together, so a response can never show a cursor its state does not include; and whether it
+//! already holds everything the log held at start, so a response can never come from a
+//! projection still replaying.
 
 use std::sync::Arc;
 
@@ -14,6 +16,9 @@ use super::State;
 pub struct Snapshot {
     pub cursor: u64,
     pub state: State,
+    /// The state includes every event the log held when this process started (the boot replay
+    /// is over). Once true it stays true in every later snapshot.
+    pub replayed: bool,
 }
 
 /// The publishing side. Deliberately not `Clone`: exactly one exists, and it moves into the

@@ -145,6 +145,15 @@ impl Session {
     async fn serve(&mut self, rd: Reader, since: Option<u64>) -> End {
         let ring = self.ctx.ring.clone();
         let mut heads = ring.subscribe();
+        // Live only during the boot replay: the ring's head is somewhere in the history being
+        // replayed, so "live" starts after the log's end as it is now, caught up from the log.
+        let since = match since {
+            None if !self.ctx.reader.peek(|s| s.replayed) => match self.ctx.log.bounds().await {
+                Ok(b) => Some(b.last),
+                Err(_) => return End::Close(1011, "event log unavailable".into()),
+            },
+            since => since,
+        };
         match since {
             Some(since) => {
                 self.cursor = since;
@@ -253,6 +262,14 @@ impl Session {
             let published = ring.published();
             if pos == published {
                 break;
+            }
+            if ring.last_seq() <= self.cursor {
+                // Every published frame is at or below the cursor (a session that starts ahead
+                // of the projection, as during the boot replay): nothing to deliver, and nothing
+                // it could be said to lag behind.
+                pos = published;
+                self.live = Some(pos);
+                continue;
             }
             let lagged = || {
                 End::Close(

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::Deref;
@@ -365,7 +367,12 @@ impl Client {
 
     /// Polls `/readyz` until 200; fails loudly after [`READY_TIMEOUT`].
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        self.wait_ready_within(READY_TIMEOUT).await
+    }
+
+    /// Polls `/readyz` until 200; fails loudly after `limit`.
+    pub async fn wait_ready_within(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let mut last = String::new();
         while Instant::now() < deadline {
             let attempt = tokio::time::timeout(
@@ -387,10 +394,7 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!(
-            "server at {} not ready within {READY_TIMEOUT:?}: {last}",
-            self.addr
-        );
+        panic!("server at {} not ready within {limit:?}: {last}", self.addr);
     }
 }
 
@@ -488,19 +492,25 @@ impl Deref for BinServer {
 impl BinServer {
     /// Spawns the binary on `data_dir`, parses the bound address from its JSON log, waits ready.
     pub async fn spawn(data_dir: &Path) -> BinServer {
+        let server = Self::spawn_unready(data_dir).await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Spawns the binary on `data_dir` and returns as soon as it logged its listening address
+    /// (the boot replay may still be running).
+    pub async fn spawn_unready(data_dir: &Path) -> BinServer {
         let data_dir: PathBuf = data_dir.to_path_buf();
         let (child, addr, output) = tokio::task::spawn_blocking(move || spawn_blocking(&data_dir))
             .await
             .expect("spawning the binary");
         let client = Client::new(addr);
-        let server = BinServer {
+        BinServer {
             child: Some(child),
             addr,
             client,
             output,
-        };
-        server.wait_ready().await;
-        server
+        }
     }
 
     /// SIGKILL, then reap.

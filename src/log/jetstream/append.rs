@@ -21,7 +21,7 @@ impl JetStreamLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.ready()?;
+        self.usable().await?;
         // The server refuses messages over its max_payload: check every event before publishing
         // any, so a refusal changes nothing.
         let server_max = self.client.server_info().max_payload;

@@ -129,6 +129,7 @@ pub(super) async fn ensure_loop(js: Context, client: Client, shared: Arc<Shared>
                 }
                 shared.set_error(None);
                 shared.ensured.store(true, Ordering::Release);
+                shared.set_up.store(true, Ordering::Release);
                 shared.bump();
                 backoff = Duration::from_millis(100);
                 tracing::info!(stream = STREAM_NAME, "JetStream event log ready");
