@@ -67,8 +67,11 @@ fn history(events: usize) -> History {
     for c in 0..cells {
         let cell = format!("boot-cell-{c:06}");
         let t = ts((c % 3600) as u32);
-        h.appends
-            .push(append_of(&started(&cell, "spec", None, &t), None, Some(&cell)));
+        h.appends.push(append_of(
+            &started(&cell, "spec", None, &t),
+            None,
+            Some(&cell),
+        ));
         for k in 0..PER_CELL - 2 {
             let ev = command_completed(&cell, "spec", (k % 3) as i64, &t);
             h.appends.push(append_of(&ev, None, Some(&cell)));
@@ -118,7 +121,9 @@ async fn seed_embedded(dir: &std::path::Path, h: &History) {
     for chunk in h.appends.chunks(1000) {
         log.append(chunk.to_vec()).await.expect("append");
     }
-    tokio::task::spawn_blocking(move || drop(log)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(log))
+        .await
+        .unwrap();
 }
 
 /// Publishes the history into the stream (created by a server that ran before), in order.
@@ -217,7 +222,10 @@ async fn poll_through_boot(s: &Server, paths: &[String]) -> usize {
         if s.get_as("/readyz", Auth::None).await.status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "boot replay took over {BOOT_WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "boot replay took over {BOOT_WAIT:?}"
+        );
     }
     let mut finals = Vec::new();
     for p in paths {

@@ -125,3 +125,64 @@ fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(0u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tokio::sync::{mpsc, watch};
+
+    use super::*;
+    use crate::event::RawEvent;
+    use crate::fanout::Ring;
+    use crate::state::snapshot;
+
+    fn raw(seq: u64) -> RawEvent {
+        RawEvent {
+            seq,
+            subject: Arc::from("cellos.events.other.x"),
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
+    /// The snapshot says `replayed` from the first batch that reached the log's end on, and the
+    /// cursor's watchers are woken for it even when that batch moved no cursor.
+    #[test]
+    fn the_first_batch_at_the_logs_end_marks_the_replay_over() {
+        let (publisher, reader) = snapshot::channel();
+        let (_ring, writer) = Ring::new(1024);
+        let (applied_tx, mut applied) = watch::channel(0u64);
+        let (tx, rx) = mpsc::channel(4);
+        let metrics = Metrics::new();
+        let boot = Arc::new(BootProgress::default());
+        let thread = spawn(rx, publisher, writer, applied_tx, boot.clone(), metrics.clone())
+            .expect("ingest thread");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let batch = |seqs: &[u64], caught_up| TailBatch {
+                events: seqs.iter().copied().map(raw).collect(),
+                caught_up,
+            };
+            tx.send(batch(&[1, 2, 3], false)).await.unwrap();
+            applied.wait_for(|c| *c == 3).await.unwrap();
+            assert!(!reader.load().replayed);
+            applied.borrow_and_update();
+            tx.send(batch(&[], true)).await.unwrap();
+            applied.changed().await.unwrap();
+            let snap = reader.load();
+            assert!(snap.replayed && snap.cursor == 3);
+            tx.send(batch(&[4], false)).await.unwrap();
+            applied.wait_for(|c| *c == 4).await.unwrap();
+            assert!(reader.load().replayed, "the replay stays over");
+        });
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(boot.events(), 3, "only the replay's events count");
+        let text = metrics.render();
+        assert!(text.contains("cellos_boot_replaying 0"), "{text}");
+    }
+}

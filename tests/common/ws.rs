@@ -82,4 +82,3 @@ pub async fn frames(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
     }
     out
 }
-
