@@ -173,11 +173,7 @@ impl Server {
             };
         }
         tweak(&mut config);
-        let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
-            .await
-            .expect("server start timed out")
-            .unwrap_or_else(|e| panic!("server failed to start: {e}"));
-        let client = Client::new(running.local_addr());
+        let (running, client) = start_config(config).await;
         Server {
             running: Some(running),
             client,
@@ -186,9 +182,7 @@ impl Server {
 
     async fn shutdown(mut self) {
         let running = self.running.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-            .await
-            .expect("shutdown timed out");
+        stop(running).await;
     }
 }
 
@@ -330,10 +324,18 @@ async fn reads_during_boot_replay_are_503_or_final_on_jetstream() {
     boot_on(&dir, Some(&nats), &h).await;
 }
 
-fn flat(name: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"name": name, "coordinator": "c",
-        "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]}))
-    .unwrap()
+/// `POST /v1/formations` of a small flat document named `name`.
+async fn post_formation(c: &Client, name: &str) -> Resp {
+    let doc = json!({"name": name, "coordinator": "c",
+        "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]});
+    c.send(
+        Method::POST,
+        "/v1/formations",
+        Auth::Token,
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&doc).unwrap()),
+    )
+    .await
 }
 
 /// Deletes the stream, so that the next server creates it; a missing stream is fine.
@@ -354,15 +356,7 @@ async fn a_write_right_after_a_jetstream_start_is_applied() {
             delete_stream(&nats).await;
         }
         let s = Server::start(&dir, Some(&nats.url()), |_| {}).await;
-        let r = s
-            .send(
-                Method::POST,
-                "/v1/formations",
-                Auth::Token,
-                &[("content-type", "application/json")],
-                Some(flat(&format!("fresh-{i}"))),
-            )
-            .await;
+        let r = post_formation(&s, &format!("fresh-{i}")).await;
         assert_eq!(r.status, 201, "start {i}: {}", r.text());
         s.shutdown().await;
     }
@@ -429,15 +423,7 @@ async fn writes_during_boot_wait_for_the_replay_within_their_timeout() {
 
     // A write that arrives during a replay it can outwait is simply answered.
     let s = Server::start(&dir, None, |_| {}).await;
-    let r = s
-        .send(
-            Method::POST,
-            "/v1/formations",
-            Auth::Token,
-            &[("content-type", "application/json")],
-            Some(flat("after-restart")),
-        )
-        .await;
+    let r = post_formation(&s, "after-restart").await;
     assert_eq!(r.status, 201, "{}", r.text());
     s.shutdown().await;
 }

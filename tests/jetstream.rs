@@ -104,11 +104,7 @@ impl Js {
             url: url.to_owned(),
         };
         tweak(&mut config);
-        let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
-            .await
-            .expect("server start timed out")
-            .unwrap_or_else(|e| panic!("server failed to start: {e}"));
-        let client = Client::new(running.local_addr());
+        let (running, client) = start_config(config).await;
         Js {
             running: Some(running),
             client,
@@ -118,9 +114,7 @@ impl Js {
 
     async fn shutdown(mut self) {
         let running = self.running.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-            .await
-            .expect("shutdown timed out");
+        stop(running).await;
     }
 
     async fn readyz_status(&self) -> u16 {

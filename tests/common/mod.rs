@@ -414,6 +414,24 @@ pub fn seqs_of(r: &Resp) -> Vec<u64> {
 // ------------------------------------------------------------------------------------------------
 // In-process server
 
+/// Starts a server in this process with `config` and returns it with a client for it, as soon
+/// as the listener is bound; fails loudly if that takes over [`READY_TIMEOUT`].
+pub async fn start_config(config: cellos_server::Config) -> (cellos_server::Running, Client) {
+    let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
+        .await
+        .expect("server start timed out")
+        .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+    let client = Client::new(running.local_addr());
+    (running, client)
+}
+
+/// Graceful shutdown of a server started with [`start_config`], bounded to 30 s.
+pub async fn stop(running: cellos_server::Running) {
+    tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .expect("shutdown timed out");
+}
+
 /// A server running in this process on 127.0.0.1:0 with its own data directory.
 pub struct TestServer {
     running: Option<cellos_server::Running>,
@@ -445,11 +463,7 @@ impl TestServer {
     /// still be running).
     pub async fn start_in_unready(dir: TempDir) -> TestServer {
         let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
-        let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
-            .await
-            .expect("server start timed out")
-            .unwrap_or_else(|e| panic!("server failed to start: {e}"));
-        let client = Client::new(running.local_addr());
+        let (running, client) = start_config(config).await;
         TestServer {
             running: Some(running),
             dir: Some(dir),
@@ -464,9 +478,7 @@ impl TestServer {
     /// Graceful shutdown; returns the data directory for a restart.
     pub async fn shutdown(mut self) -> TempDir {
         let running = self.running.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), running.shutdown())
-            .await
-            .expect("shutdown timed out");
+        stop(running).await;
         self.dir.take().unwrap()
     }
 }
