@@ -429,7 +429,7 @@ async fn writes_during_boot_wait_for_the_replay_within_their_timeout() {
 }
 
 /// `cellctl get cells` the moment a restarted server listens: the read waits for the replay and
-/// shows every cell. Needs `cellctl` (crate `cellos-ctl` 0.5.6) on PATH; CI installs it and
+/// shows every cell (cellctl does not retry: a 503 or a partial list fails this). Needs `cellctl` (crate `cellos-ctl` 0.5.6) on PATH; CI installs it and
 /// sets `CELLOS_REQUIRE_CELLCTL=1`, which turns its absence into a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cellctl_get_right_after_a_restart_shows_the_cells() {
@@ -439,7 +439,9 @@ async fn cellctl_get_right_after_a_restart_shows_the_cells() {
     let dir = tempfile::tempdir().unwrap();
     let h = history(20_000);
     seed_embedded(dir.path(), &h).await;
-    let s = BinServer::spawn_unready(dir.path()).await;
+    // A debug build sharing two cores with the other tests may take seconds to replay: the
+    // wait is set well above that, so only a server that answers before the replay can fail.
+    let s = BinServer::spawn_unready(dir.path(), &[("CELLOS_REPLAY_READ_WAIT_MS", "30000")]).await;
     let home = tempfile::tempdir().unwrap();
     let out = tokio::task::spawn_blocking({
         let server = format!("http://{}", s.addr);

@@ -504,18 +504,23 @@ impl Deref for BinServer {
 impl BinServer {
     /// Spawns the binary on `data_dir`, parses the bound address from its JSON log, waits ready.
     pub async fn spawn(data_dir: &Path) -> BinServer {
-        let server = Self::spawn_unready(data_dir).await;
+        let server = Self::spawn_unready(data_dir, &[]).await;
         server.wait_ready().await;
         server
     }
 
-    /// Spawns the binary on `data_dir` and returns as soon as it logged its listening address
-    /// (the boot replay may still be running).
-    pub async fn spawn_unready(data_dir: &Path) -> BinServer {
+    /// Spawns the binary on `data_dir` with these extra environment variables and returns as
+    /// soon as it logged its listening address (the boot replay may still be running).
+    pub async fn spawn_unready(data_dir: &Path, env: &[(&str, &str)]) -> BinServer {
         let data_dir: PathBuf = data_dir.to_path_buf();
-        let (child, addr, output) = tokio::task::spawn_blocking(move || spawn_blocking(&data_dir))
-            .await
-            .expect("spawning the binary");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr, output) =
+            tokio::task::spawn_blocking(move || spawn_blocking(&data_dir, &env))
+                .await
+                .expect("spawning the binary");
         let client = Client::new(addr);
         BinServer {
             child: Some(child),
@@ -547,13 +552,17 @@ impl Drop for BinServer {
     }
 }
 
-fn spawn_blocking(data_dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+fn spawn_blocking(
+    data_dir: &Path,
+    env: &[(String, String)],
+) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cellos-server"))
         .env("CELLOS_SERVER_API_TOKEN", TOKEN)
         .env("CELLOS_SERVER_BIND", "127.0.0.1:0")
         .env("CELLOS_DATA_DIR", data_dir)
         .env("RUST_LOG", "info")
         .env_remove("CELLOS_NATS_URL")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
