@@ -30,11 +30,11 @@ use cellos_server::ingest::{self, Ingestor, TailStatus, BATCH_QUEUE, MAX_BATCH_E
 use cellos_server::log::embedded::{system_clock, EmbeddedLog, Retention};
 use cellos_server::log::{Append, EventLog};
 use cellos_server::metrics::Metrics;
-use cellos_server::state::snapshot;
+use cellos_server::state::{snapshot, State};
 use common::Example;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_EVENTS: u64 = 100_000;
@@ -122,7 +122,9 @@ async fn server_pipeline(log: &Arc<EmbeddedLog>, n: u64) -> u64 {
     let (applied_tx, mut applied_rx) = watch::channel(0u64);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
     let boot = Arc::new(BootProgress::default());
+    let (start_tx, start_rx) = oneshot::channel();
     let thread = ingest::spawn(
+        start_rx,
         batches_rx,
         publisher,
         ring_writer,
@@ -131,6 +133,10 @@ async fn server_pipeline(log: &Arc<EmbeddedLog>, n: u64) -> u64 {
         metrics.clone(),
     )
     .expect("ingest thread");
+    let _ = start_tx.send(ingest::Start {
+        state: State::default(),
+        cursor: 0,
+    });
     let stop = CancellationToken::new();
     let dyn_log: Arc<dyn EventLog> = log.clone();
     let tailer = tokio::spawn(ingest::run_tailer(

@@ -39,6 +39,9 @@ pub struct Ring {
     published: AtomicU64,
     /// Seq of the newest published frame's event (0 before any).
     last_seq: AtomicU64,
+    /// The ring holds the frames of events after this seq only: the projection started there (a
+    /// checkpoint's seq; 0 after a full replay). Older history is the log's.
+    floor: AtomicU64,
     poke: Notify,
     heads: watch::Sender<u64>,
 }
@@ -60,6 +63,7 @@ impl Ring {
             mask: capacity as u64 - 1,
             published: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
             poke: Notify::new(),
             heads: watch::channel(0).0,
         });
@@ -105,6 +109,11 @@ impl Ring {
         (frame.index == index).then(|| f(frame))
     }
 
+    /// The seq the ring's history starts after (see `floor`).
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Acquire)
+    }
+
     /// Index of the oldest frame still guaranteed to be in the ring.
     pub fn oldest(&self) -> u64 {
         self.published().saturating_sub(self.capacity())
@@ -113,6 +122,9 @@ impl Ring {
     /// The ring index of the first frame with a seq above `seq`, if the ring provably holds every
     /// frame after `seq` (none was evicted between `seq` and the oldest frame kept).
     pub fn position_after(&self, seq: u64) -> Option<u64> {
+        if seq < self.floor() {
+            return None;
+        }
         let published = self.published();
         let oldest = self.oldest();
         if oldest > 0 {
@@ -155,6 +167,12 @@ impl Ring {
 impl RingWriter {
     pub fn ring(&self) -> &Arc<Ring> {
         &self.ring
+    }
+
+    /// Says where the ring's history starts: the ingest thread continues a projection that
+    /// already holds every event through `seq`. Called before the first frame.
+    pub fn start_after(&mut self, seq: u64) {
+        self.ring.floor.store(seq, Ordering::Release);
     }
 
     /// Encodes and stores one frame. Not visible to readers until [`RingWriter::commit`].
@@ -245,5 +263,23 @@ mod tests {
         assert_eq!(ring.position_after(3), None, "seq 4 may have had a frame");
         assert_eq!(ring.position_after(4), Some(2));
         assert_eq!(ring.position_after(7), Some(4));
+    }
+
+    #[test]
+    fn a_ring_started_after_a_checkpoint_covers_nothing_before_it() {
+        let (ring, mut w) = Ring::new(8);
+        w.start_after(100);
+        assert_eq!(ring.floor(), 100);
+        assert_eq!(
+            ring.position_after(99),
+            None,
+            "the log has seq 100, not the ring"
+        );
+        assert_eq!(ring.position_after(100), Some(0));
+        w.push(101, b"1", Arc::from("s"), None);
+        w.commit();
+        assert_eq!(ring.position_after(50), None);
+        assert_eq!(ring.position_after(100), Some(0));
+        assert_eq!(ring.position_after(101), Some(1));
     }
 }

@@ -14,13 +14,14 @@ use crate::state::{apply, Ignored, Outcome, Snapshot, State};
 
 cfg_server! {
     pub mod boot;
+    pub mod start;
     mod tail;
     mod thread;
 
     pub use tail::{
         not_ready_reason, run_tailer, sample_log_end, TailStatus, BATCH_QUEUE, MAX_BATCH_EVENTS,
     };
-    pub use thread::{spawn, MAX_ROUND_EVENTS};
+    pub use thread::{random_seed, spawn, Start, MAX_ROUND_EVENTS};
 }
 
 /// Per-round tallies, flushed to metrics at each publish.
@@ -71,6 +72,15 @@ impl Ingestor {
     pub fn with_hash_seed(seed: u64) -> Self {
         Ingestor {
             state: State::with_hash_seed(seed),
+            ..Self::default()
+        }
+    }
+
+    /// Continues from `state`, which holds every event through `cursor` (a checkpoint's).
+    pub fn resume(state: State, cursor: u64) -> Self {
+        Ingestor {
+            state,
+            cursor,
             ..Self::default()
         }
     }

@@ -30,6 +30,7 @@ macro_rules! cfg_server {
 }
 
 pub mod admission;
+pub mod checkpoint;
 pub mod event;
 pub mod fanout;
 pub mod http;

@@ -65,6 +65,21 @@ pub struct Bounds {
     pub last: u64,
 }
 
+/// Which log this is, so that a checkpoint is only ever continued on the log it was taken from.
+/// `stream` names the log; `epoch` changes whenever a log of that name is created anew (JetStream:
+/// the stream's creation time; embedded: an id drawn when its file was created).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogIdentity {
+    pub stream: String,
+    pub epoch: String,
+}
+
+impl std::fmt::Display for LogIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (epoch {})", self.stream, self.epoch)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("event log unavailable: {0}")]
@@ -100,6 +115,15 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// An ordered tail of every event with seq > `after`: replay, then live, on one path.
     fn tail(self: Arc<Self>, after: u64) -> Box<dyn LogTail>;
+
+    /// Which log this is (waits for the log like [`EventLog::bounds`]).
+    fn identity(&self) -> BoxFuture<'_, Result<LogIdentity, LogError>>;
+
+    /// Every event through `seq` is held by a durable checkpoint of the projection. Retention may
+    /// drop an event only once this was said of it: a log that enforces retention itself (the
+    /// embedded log) keeps every event after the newest checkpoint. Nothing to do for a log whose
+    /// retention is its server's (JetStream).
+    fn checkpointed(&self, _seq: u64) {}
 
     /// Whether the log is reachable right now (`Err` says why); `/readyz` reports it.
     fn health(&self) -> Result<(), String> {

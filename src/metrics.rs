@@ -24,6 +24,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     pub ingest: IngestMetrics,
     pub boot: BootMetrics,
+    pub checkpoint: CheckpointMetrics,
     pub log_lag: Gauge,
     pub snapshot_age_seconds: Gauge,
     pub ws_connections: Gauge,
@@ -51,6 +52,37 @@ pub struct BootMetrics {
     pub events: Gauge,
     /// Seconds the replay has taken so far (its whole duration once it is over).
     pub seconds: Gauge,
+}
+
+/// Checkpoints of the projection (see `checkpoint`).
+pub struct CheckpointMetrics {
+    /// Seq of the newest checkpoint this server wrote or booted from (0: none).
+    pub last_seq: Gauge,
+    /// Size of the last checkpoint written.
+    pub last_bytes: Gauge,
+    /// Time the last checkpoint took, encoding and writing.
+    pub last_seconds: Gauge,
+    pub written: Counter,
+    pub failures: Counter,
+    /// Seq of the checkpoint the projection was loaded from at boot (0: replayed the whole log).
+    pub boot_seq: Gauge,
+    /// Time to find, read and restore that checkpoint.
+    pub load_seconds: Gauge,
+    /// Events retention dropped before any checkpoint held them, found at boot: the projection
+    /// misses them (0: none).
+    pub lost_events: Gauge,
+    /// Age of the newest checkpoint (rendered from `last_ms`).
+    age_seconds: Gauge,
+    /// When the newest checkpoint was written or loaded (ms since the epoch; 0: none).
+    last_ms: AtomicU64,
+}
+
+impl CheckpointMetrics {
+    /// The newest checkpoint is now this one (written, or loaded at boot).
+    pub fn set_newest(&self, seq: u64) {
+        self.last_seq.set(seq as f64);
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -87,7 +119,20 @@ impl Metrics {
             seconds: g("cellos_boot_replay_seconds"),
         };
         boot.replaying.set(1.0);
+        let checkpoint = CheckpointMetrics {
+            last_seq: g("cellos_checkpoint_last_seq"),
+            last_bytes: g("cellos_checkpoint_last_bytes"),
+            last_seconds: g("cellos_checkpoint_last_duration_seconds"),
+            written: c("cellos_checkpoint_writes_total", vec![]),
+            failures: c("cellos_checkpoint_failures_total", vec![]),
+            boot_seq: g("cellos_checkpoint_boot_seq"),
+            load_seconds: g("cellos_checkpoint_load_seconds"),
+            lost_events: g("cellos_boot_lost_events"),
+            age_seconds: g("cellos_checkpoint_age_seconds"),
+            last_ms: AtomicU64::new(0),
+        };
         Arc::new(Metrics {
+            checkpoint,
             log_lag: g("cellos_log_lag_events"),
             snapshot_age_seconds: g("cellos_snapshot_age_seconds"),
             ws_connections: g("cellos_ws_connections"),
@@ -148,6 +193,19 @@ impl Metrics {
             .record(seconds);
     }
 
+    /// Counts a checkpoint passed over at boot, by why (`cellos_checkpoint_skipped_total`).
+    pub fn checkpoint_skipped(&self, reason: &'static str) {
+        self.recorder
+            .register_counter(
+                &Key::from_parts(
+                    "cellos_checkpoint_skipped_total",
+                    vec![Label::new("reason", reason)],
+                ),
+                &META,
+            )
+            .increment(1);
+    }
+
     /// Called by the ingest thread after each snapshot publish.
     pub fn snapshot_published(&self) {
         self.last_publish_ms.store(now_ms(), Ordering::Relaxed);
@@ -157,6 +215,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let age = now_ms().saturating_sub(self.last_publish_ms.load(Ordering::Relaxed));
         self.snapshot_age_seconds.set(age as f64 / 1000.0);
+        let newest = self.checkpoint.last_ms.load(Ordering::Relaxed);
+        if newest > 0 {
+            let age = now_ms().saturating_sub(newest);
+            self.checkpoint.age_seconds.set(age as f64 / 1000.0);
+        }
         self.handle.render()
     }
 }

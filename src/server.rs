@@ -5,16 +5,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::checkpoint::bucket::BucketStore;
+use crate::checkpoint::dir::DirStore;
+use crate::checkpoint::{writer, CheckpointStore, StoreError};
 use crate::config::{Config, LogBackend};
 use crate::fanout::Ring;
 use crate::http::{self, Ctx};
 use crate::ingest::boot::BootProgress;
-use crate::ingest::{self, TailStatus, BATCH_QUEUE};
+use crate::ingest::{self, start::Pipeline, TailStatus, BATCH_QUEUE};
 use crate::log::embedded::{system_clock, EmbeddedLog, Retention};
 use crate::log::jetstream::{JetStreamLog, JetStreamOptions};
 use crate::log::{EventLog, LogError};
@@ -25,6 +28,8 @@ use crate::state::snapshot;
 pub enum StartError {
     #[error("opening the event log: {0}")]
     Log(#[from] LogError),
+    #[error("opening the checkpoint store: {0}")]
+    Checkpoints(#[from] StoreError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: String,
@@ -98,29 +103,43 @@ pub struct Running {
     ctx: Arc<Ctx>,
     http: JoinHandle<()>,
     tailer: JoinHandle<()>,
-    /// Tasks stopped with the pipeline besides the tailer (log-end sampler, ring waker). Shutdown
-    /// waits for them: the sampler holds the log, which must be closed when shutdown returns.
+    /// Tasks stopped with the pipeline besides the tailer (log-end sampler, ring waker, checkpoint
+    /// writer). Shutdown waits for them: the sampler and the writer hold the log, which must be
+    /// closed when shutdown returns, and the writer writes a last checkpoint first.
     helpers: Vec<JoinHandle<()>>,
     ingest: Option<std::thread::JoinHandle<()>>,
     stop_pipeline: CancellationToken,
     sessions: SessionRuntime,
 }
 
-/// Opens the configured log.
-async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
+/// The event log and, when checkpoints are on, where they are kept.
+pub struct Storage {
+    pub log: Arc<dyn EventLog>,
+    pub checkpoints: Option<Arc<dyn CheckpointStore>>,
+}
+
+/// Opens the configured log and its checkpoint store: the data directory's `checkpoints/` for
+/// the embedded log, the `CELLOS_CHECKPOINTS` object store bucket for JetStream.
+async fn open_storage(config: &Config) -> Result<Storage, StartError> {
+    let enabled = config.checkpoints.enabled();
     match &config.log {
         LogBackend::Embedded { data_dir } => {
             let dir = data_dir.clone();
             let retention = Retention {
                 max_age: config.retention_max_age,
                 max_events: config.retention_max_events,
+                keep_after_checkpoint: enabled,
             };
-            let log = tokio::task::spawn_blocking(move || {
-                EmbeddedLog::open(&dir, retention, system_clock())
+            let (log, store) = tokio::task::spawn_blocking(move || {
+                let log = EmbeddedLog::open(&dir, retention, system_clock())?;
+                let store = enabled.then(|| DirStore::open(&dir)).transpose()?;
+                Ok::<_, StartError>((log, store))
             })
             .await
             .map_err(|e| LogError::Storage(e.to_string()))??;
-            Ok(Arc::new(log))
+            let log: Arc<dyn EventLog> = Arc::new(log);
+            let checkpoints = store.map(|s| Arc::new(s) as Arc<dyn CheckpointStore>);
+            Ok(Storage { log, checkpoints })
         }
         LogBackend::JetStream { url } => {
             // Returns at once: an unreachable NATS is retried in the background (not ready,
@@ -130,7 +149,13 @@ async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
                 setup_wait: config.write_timeout,
                 ..JetStreamOptions::default()
             };
-            Ok(Arc::new(JetStreamLog::connect(url, options).await?))
+            let log = JetStreamLog::connect(url, options).await?;
+            let checkpoints = enabled
+                .then(|| Arc::new(BucketStore::new(log.context())) as Arc<dyn CheckpointStore>);
+            Ok(Storage {
+                log: Arc::new(log),
+                checkpoints,
+            })
         }
     }
 }
@@ -139,9 +164,9 @@ async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, StartError> {
 /// background: until it is over, projection reads wait for it briefly and then answer 503, writes
 /// wait for it within their timeout, and `/readyz` says how far it is.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let log = open_log(&config).await?;
+    let storage = open_storage(&config).await?;
     let listener = bind(&config.bind).await?;
-    start_with(config, log, listener).await
+    start_with(config, storage, listener).await
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, StartError> {
@@ -153,12 +178,14 @@ async fn bind(addr: &str) -> Result<TcpListener, StartError> {
         })
 }
 
-/// Starts on an already opened log and bound listener (tests inject both).
+/// Starts on an already opened log (and checkpoint store) and bound listener (tests inject
+/// them).
 pub async fn start_with(
     config: Config,
-    log: Arc<dyn EventLog>,
+    storage: Storage,
     listener: TcpListener,
 ) -> Result<Running, StartError> {
+    let Storage { log, checkpoints } = storage;
     let sessions = SessionRuntime::start(config.ws_threads)?;
     let metrics = Metrics::new();
     let (publisher, reader) = snapshot::channel();
@@ -166,7 +193,9 @@ pub async fn start_with(
     let (applied_tx, applied_rx) = watch::channel(0u64);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
     let boot = Arc::new(BootProgress::default());
+    let (start_tx, start_rx) = oneshot::channel();
     let ingest = ingest::spawn(
+        start_rx,
         batches_rx,
         publisher,
         ring_writer,
@@ -178,16 +207,20 @@ pub async fn start_with(
 
     let stop_pipeline = CancellationToken::new();
     let tail = Arc::new(TailStatus::default());
-    let tailer = tokio::spawn(ingest::run_tailer(
-        log.clone(),
-        0,
-        batches_tx,
-        tail.clone(),
-        boot.clone(),
-        metrics.clone(),
-        stop_pipeline.clone(),
-    ));
-    let helpers = vec![
+    let (writer_tx, writer_rx) = oneshot::channel();
+    let tailer = tokio::spawn(ingest::start::run(Pipeline {
+        log: log.clone(),
+        checkpoints: checkpoints.clone(),
+        hash_seed: ingest::random_seed(),
+        start: start_tx,
+        writer: checkpoints.is_some().then_some(writer_tx),
+        batches: batches_tx,
+        tail: tail.clone(),
+        boot: boot.clone(),
+        metrics: metrics.clone(),
+        stop: stop_pipeline.clone(),
+    }));
+    let mut helpers = vec![
         tokio::spawn(ingest::sample_log_end(
             log.clone(),
             tail.clone(),
@@ -198,6 +231,26 @@ pub async fn start_with(
         // The waker wakes every subscriber: it runs where they do.
         sessions.spawn(ring.clone().run_waker(stop_pipeline.clone())),
     ];
+    if let Some(store) = checkpoints {
+        let writer = writer::Writer {
+            store,
+            log: log.clone(),
+            reader: reader.clone(),
+            metrics: metrics.clone(),
+            schedule: config.checkpoints,
+            final_wait: config.shutdown_grace,
+        };
+        helpers.push(tokio::spawn(writer::run(
+            writer,
+            writer_rx,
+            stop_pipeline.clone(),
+        )));
+    } else if config.retention_max_events > 0 || !config.retention_max_age.is_zero() {
+        tracing::warn!(
+            "checkpoints are off: the log's retention may remove events the projection needs \
+             at the next start"
+        );
+    }
 
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.bind.clone(),

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cells;
+pub mod image;
 pub mod links;
 pub mod slots;
 pub mod snapshot;

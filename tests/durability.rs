@@ -429,7 +429,11 @@ async fn shutdown_releases_every_handle_on_the_log() {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
-        let running = cellos_server::start_with(config, log.clone(), listener)
+        let storage = cellos_server::server::Storage {
+            log: log.clone(),
+            checkpoints: None,
+        };
+        let running = cellos_server::start_with(config, storage, listener)
             .await
             .expect("start");
         if round % 2 == 1 {

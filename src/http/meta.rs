@@ -31,17 +31,25 @@ pub fn healthz() -> Response<Body> {
     json(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
 }
 
-/// `GET /readyz`: 200 once the log is reachable and the projection has caught up with it.
+/// `GET /readyz`: 200 once the log is reachable and the projection has caught up with it. The
+/// body lists `warnings` when the projection is known to miss something (events the log's
+/// retention removed before a checkpoint held them): serving goes on, an operator must know.
 pub fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let snap = ctx.reader.load();
     let cursor = snap.cursor;
-    match not_ready_reason(&ctx.tail, ctx.log.as_ref(), &snap, &ctx.boot) {
-        None => Ok(json(
-            StatusCode::OK,
-            format!("{{\"status\":\"ready\",\"cursor\":{cursor}}}"),
-        )),
-        Some(reason) => Err(ApiError::unavailable(reason)),
+    if let Some(reason) = not_ready_reason(&ctx.tail, ctx.log.as_ref(), &snap, &ctx.boot) {
+        return Err(ApiError::unavailable(reason));
     }
+    let warnings = ctx.boot.warnings();
+    let warnings = if warnings.is_empty() {
+        String::new()
+    } else {
+        format!(",\"warnings\":{}", serde_json::Value::from(warnings))
+    };
+    Ok(json(
+        StatusCode::OK,
+        format!("{{\"status\":\"ready\",\"cursor\":{cursor}{warnings}}}"),
+    ))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -7,6 +7,7 @@
 //! This only reports.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
@@ -22,6 +23,11 @@ pub struct BootProgress {
     target: AtomicU64,
     /// Events the ingest thread applied while replaying.
     events: AtomicU64,
+    /// What the boot does before the replay (finding and loading a checkpoint), while it does.
+    phase: Mutex<Option<String>>,
+    /// What an operator must know about the projection served, for `/readyz` (events retention
+    /// dropped before a checkpoint held them).
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Default for BootProgress {
@@ -30,6 +36,8 @@ impl Default for BootProgress {
             started: Instant::now(),
             target: AtomicU64::new(u64::MAX),
             events: AtomicU64::new(0),
+            phase: Mutex::new(None),
+            warnings: Mutex::new(Vec::new()),
         }
     }
 }
@@ -76,8 +84,29 @@ impl BootProgress {
         }
     }
 
+    /// Says what the boot is doing before the replay starts (`None`: the replay runs).
+    pub fn set_phase(&self, phase: Option<String>) {
+        if let Ok(mut p) = self.phase.lock() {
+            *p = phase;
+        }
+    }
+
+    /// Adds a lasting warning about the projection served (see `/readyz`).
+    pub fn warn(&self, warning: String) {
+        if let Ok(mut w) = self.warnings.lock() {
+            w.push(warning);
+        }
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
     /// What a request refused during the replay is told.
     pub fn detail(&self, cursor: u64) -> String {
+        if let Some(phase) = self.phase.lock().ok().and_then(|p| p.clone()) {
+            return format!("the projection is starting: {phase}; retry shortly");
+        }
         match self.target() {
             Some(target) => format!(
                 "the projection is replaying the event log after a start: applied through seq \

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::boot::BootProgress;
-use crate::log::{EventLog, TailBatch};
+use crate::log::{EventLog, LogError, TailBatch};
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
@@ -41,6 +41,16 @@ impl Default for TailStatus {
             delivered: AtomicU64::new(0),
             log_reset_at: AtomicU64::new(u64::MAX),
             last_error: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl TailStatus {
+    /// The log failed: `/readyz` says why until it works again.
+    pub fn failed(&self, error: &LogError) {
+        self.log_ok.store(false, Ordering::Release);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error.to_string());
         }
     }
 }
@@ -163,10 +173,7 @@ pub async fn run_tailer(
                 }
             }
             Err(e) => {
-                status.log_ok.store(false, Ordering::Release);
-                if let Ok(mut last) = status.last_error.lock() {
-                    *last = Some(e.to_string());
-                }
+                status.failed(&e);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event log tail failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

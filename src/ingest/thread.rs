@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::boot::BootProgress;
 use super::Ingestor;
@@ -14,7 +14,7 @@ use crate::event::Family;
 use crate::fanout::RingWriter;
 use crate::log::TailBatch;
 use crate::metrics::Metrics;
-use crate::state::{Ignored, Publisher, Snapshot};
+use crate::state::{Ignored, Publisher, Snapshot, State};
 
 /// Most events applied between two snapshot publishes when batches queue up.
 pub const MAX_ROUND_EVENTS: usize = 8192;
@@ -52,12 +52,21 @@ impl Ingestor {
     }
 }
 
-/// Starts the ingest thread. It ends when the batch channel closes.
+/// What the projection starts from: a checkpoint's state and seq, or an empty state at seq 0.
+pub struct Start {
+    pub state: State,
+    /// Every event through this seq is in `state`; the tail continues after it.
+    pub cursor: u64,
+}
+
+/// Starts the ingest thread. It waits for `start` (the boot decides it: a checkpoint or none),
+/// and ends when the batch channel closes, or at once if `start` is dropped unsent.
 ///
 /// The first batch that says the tail reached the log's end makes the snapshot published after
 /// it `replayed`: the channel is ordered, so that snapshot holds every event the log had when
 /// the tail first reached its end, which is at least everything it held at start.
 pub fn spawn(
+    start: oneshot::Receiver<Start>,
     mut batches: mpsc::Receiver<TailBatch>,
     publisher: Publisher,
     mut ring: RingWriter,
@@ -68,7 +77,16 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("cellos-ingest".into())
         .spawn(move || {
-            let mut ingestor = Ingestor::with_hash_seed(random_seed());
+            let Ok(Start { state, cursor }) = start.blocking_recv() else {
+                return;
+            };
+            ring.start_after(cursor);
+            let mut ingestor = Ingestor::resume(state, cursor);
+            if cursor > 0 {
+                publisher.publish(ingestor.snapshot());
+                applied.send_replace(cursor);
+                metrics.ingest.cursor.set(cursor as f64);
+            }
             let mut replayed = false;
             let mut last_progress = Instant::now();
             while let Some(first) = batches.blocking_recv() {
@@ -121,7 +139,7 @@ pub fn spawn(
 
 /// A secret hash seed for the cell lookup, from the OS's random source (through std, which seeds
 /// its hash maps from it): the core has no random source of its own.
-fn random_seed() -> u64 {
+pub fn random_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(0u64)
 }
@@ -156,8 +174,24 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let metrics = Metrics::new();
         let boot = Arc::new(BootProgress::default());
-        let thread = spawn(rx, publisher, writer, applied_tx, boot.clone(), metrics.clone())
-            .expect("ingest thread");
+        let (start_tx, start) = oneshot::channel();
+        let thread = spawn(
+            start,
+            rx,
+            publisher,
+            writer,
+            applied_tx,
+            boot.clone(),
+            metrics.clone(),
+        )
+        .expect("ingest thread");
+        start_tx
+            .send(Start {
+                state: State::default(),
+                cursor: 0,
+            })
+            .ok()
+            .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

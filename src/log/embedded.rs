@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    check_appends, Append, Bounds, BoxFuture, EventLog, LogError, LogTail, TailBatch,
+    check_appends, Append, Bounds, BoxFuture, EventLog, LogError, LogIdentity, LogTail, TailBatch,
     DEDUPE_WINDOW_MS, MAX_READ_BYTES, MAX_READ_EVENTS,
 };
 use crate::event::RawEvent;
@@ -24,8 +24,11 @@ use crate::event::RawEvent;
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// dedupe id → (seq, append time in ms).
 const DEDUPE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("dedupe");
-/// Small counters: `last_seq`, `dedupe_floor` (first seq whose dedupe entry may still be live).
+/// Small counters: `last_seq`, `dedupe_floor` (first seq whose dedupe entry may still be live),
+/// and the log's identity: `log_id` (random) and `created_ms`, set when the file is first opened.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The stream name of the embedded log in checkpoints' identity.
+pub const STREAM_NAME: &str = "embedded";
 
 /// Append requests waiting for the writer thread. A full queue makes appenders wait (backpressure).
 const WRITE_QUEUE: usize = 1024;
@@ -43,6 +46,10 @@ pub struct Retention {
     pub max_age: Duration,
     /// At most this many events are kept (0 = no limit).
     pub max_events: u64,
+    /// Never remove an event after the newest checkpoint ([`EventLog::checkpointed`]), whatever
+    /// its age or the count: set when the server writes checkpoints, so that retention cannot
+    /// take events the projection has not saved. Until the first checkpoint, nothing is removed.
+    pub keep_after_checkpoint: bool,
 }
 
 impl Default for Retention {
@@ -50,6 +57,7 @@ impl Default for Retention {
         Retention {
             max_age: Duration::from_secs(90 * 24 * 3600),
             max_events: 0,
+            keep_after_checkpoint: false,
         }
     }
 }
@@ -72,6 +80,9 @@ struct WriteRequest {
 
 pub struct EmbeddedLog {
     db: Arc<Database>,
+    identity: LogIdentity,
+    /// Highest seq retention may remove (the newest checkpoint's, see [`Retention`]).
+    removable_through: Arc<AtomicU64>,
     writes: mpsc::Sender<WriteRequest>,
     /// (first retained, last) after the latest commit.
     bounds: watch::Receiver<Bounds>,
@@ -89,13 +100,35 @@ impl EmbeddedLog {
         std::fs::create_dir_all(dir).map_err(storage)?;
         let db = Database::create(dir.join("events.redb")).map_err(storage)?;
         let db = Arc::new(db);
-        {
+        let identity = {
             let tx = db.begin_write().map_err(storage)?;
             tx.open_table(EVENTS).map_err(storage)?;
             tx.open_table(DEDUPE).map_err(storage)?;
-            tx.open_table(META).map_err(storage)?;
+            let identity = {
+                let mut meta = tx.open_table(META).map_err(storage)?;
+                let mut get_or_set = |key: &str, new: u64| -> Result<u64, LogError> {
+                    if let Some(v) = meta.get(key).map_err(storage)? {
+                        return Ok(v.value());
+                    }
+                    meta.insert(key, new).map_err(storage)?;
+                    Ok(new)
+                };
+                let id = get_or_set("log_id", uuid::Uuid::new_v4().as_u64_pair().0)?;
+                let created = get_or_set("created_ms", clock())?;
+                LogIdentity {
+                    stream: STREAM_NAME.into(),
+                    epoch: format!("{created}-{id:016x}"),
+                }
+            };
             tx.commit().map_err(storage)?;
-        }
+            identity
+        };
+        let removable_through = Arc::new(AtomicU64::new(if retention.keep_after_checkpoint {
+            0
+        } else {
+            u64::MAX
+        }));
+        let writer_floor = removable_through.clone();
         let initial = read_bounds(&db)?;
         let (bounds_tx, bounds_rx) = watch::channel(initial);
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
@@ -109,7 +142,10 @@ impl EmbeddedLog {
                     writer_db,
                     queue,
                     bounds_tx,
-                    retention,
+                    Pruning {
+                        retention,
+                        removable_through: writer_floor,
+                    },
                     clock,
                     &writer_commits,
                 )
@@ -117,6 +153,8 @@ impl EmbeddedLog {
             .map_err(storage)?;
         Ok(EmbeddedLog {
             db,
+            identity,
+            removable_through,
             writes,
             bounds: bounds_rx,
             writer: Some(writer),
@@ -227,6 +265,16 @@ impl EventLog for EmbeddedLog {
     fn bounds(&self) -> BoxFuture<'_, Result<Bounds, LogError>> {
         let b = *self.bounds.borrow();
         Box::pin(async move { Ok(b) })
+    }
+
+    fn identity(&self) -> BoxFuture<'_, Result<LogIdentity, LogError>> {
+        let identity = self.identity.clone();
+        Box::pin(async move { Ok(identity) })
+    }
+
+    fn checkpointed(&self, seq: u64) {
+        // Only ever raised: an older checkpoint said later does not bring removed events back.
+        self.removable_through.fetch_max(seq, Ordering::AcqRel);
     }
 
     fn tail(self: Arc<Self>, after: u64) -> Box<dyn LogTail> {
@@ -340,11 +388,18 @@ fn read_bounds(db: &Database) -> Result<Bounds, LogError> {
     Ok(Bounds { first, last })
 }
 
+/// What retention may remove at a commit.
+struct Pruning {
+    retention: Retention,
+    /// See [`EmbeddedLog::removable_through`].
+    removable_through: Arc<AtomicU64>,
+}
+
 fn writer_loop(
     db: Arc<Database>,
     mut queue: mpsc::Receiver<WriteRequest>,
     bounds: watch::Sender<Bounds>,
-    retention: Retention,
+    pruning: Pruning,
     clock: Clock,
     commits: &AtomicU64,
 ) {
@@ -358,7 +413,7 @@ fn writer_loop(
             }
         }
         let now = clock();
-        match commit_group(&db, &group, &retention, now, &mut record) {
+        match commit_group(&db, &group, &pruning, now, &mut record) {
             Ok((seqs, new_bounds)) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 bounds.send_replace(new_bounds);
@@ -380,7 +435,7 @@ fn writer_loop(
 fn commit_group(
     db: &Database,
     group: &[WriteRequest],
-    retention: &Retention,
+    pruning: &Pruning,
     now: u64,
     record: &mut Vec<u8>,
 ) -> Result<(Vec<Vec<u64>>, Bounds), LogError> {
@@ -416,20 +471,30 @@ fn commit_group(
             all_seqs.push(seqs);
         }
         meta.insert("last_seq", last).map_err(storage)?;
-        prune(&mut events, &mut dedupe, &mut meta, retention, now, last)?;
+        let limit = pruning.removable_through.load(Ordering::Acquire);
+        prune(
+            &mut events,
+            &mut dedupe,
+            &mut meta,
+            &pruning.retention,
+            now,
+            last.min(limit.saturating_add(1)),
+        )?;
     }
     tx.commit().map_err(storage)?;
     Ok((all_seqs, read_bounds(db)?))
 }
 
-/// Drops expired dedupe entries and events past retention, a bounded amount per commit.
+/// Drops expired dedupe entries and events past retention, a bounded amount per commit. Events
+/// at or after `keep_from` stay whatever their age (the newest event always stays: it holds the
+/// last seq).
 fn prune(
     events: &mut redb::Table<u64, &[u8]>,
     dedupe: &mut redb::Table<&str, (u64, u64)>,
     meta: &mut redb::Table<&str, u64>,
     retention: &Retention,
     now: u64,
-    last: u64,
+    keep_from: u64,
 ) -> Result<(), LogError> {
     // Dedupe entries: walk events from the floor while they are older than the window.
     let mut floor = meta
@@ -470,7 +535,7 @@ fn prune(
             break;
         };
         let too_old = max_age_ms > 0 && now.saturating_sub(rec.time_ms) > max_age_ms;
-        if seq >= last || !(over_count || too_old) {
+        if seq >= keep_from || !(over_count || too_old) {
             break;
         }
         doomed.push((seq, rec.dedupe_id.to_owned()));

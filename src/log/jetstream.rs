@@ -39,8 +39,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::{
-    Append, Bounds, BoxFuture, EventLog, LogError, LogTail, DEDUPE_WINDOW_MS, MAX_READ_BYTES,
-    MAX_READ_EVENTS,
+    Append, Bounds, BoxFuture, EventLog, LogError, LogIdentity, LogTail, DEDUPE_WINDOW_MS,
+    MAX_READ_BYTES, MAX_READ_EVENTS,
 };
 use crate::event::RawEvent;
 pub use setup::{drift, stream_config};
@@ -199,6 +199,12 @@ impl JetStreamLog {
             setup_wait: options.setup_wait,
             ensure_task,
         })
+    }
+
+    /// The JetStream context of this log's connection (other buckets the server keeps, such as
+    /// checkpoints, live on the same NATS).
+    pub fn context(&self) -> Context {
+        self.js.clone()
     }
 
     fn connected(&self) -> bool {
@@ -364,6 +370,22 @@ impl EventLog for JetStreamLog {
 
     fn tail(self: Arc<Self>, after: u64) -> Box<dyn LogTail> {
         Box::new(tail::JetStreamTail::new(self, after))
+    }
+
+    /// The stream's name and creation time: a stream deleted and created again is another log.
+    fn identity(&self) -> BoxFuture<'_, Result<LogIdentity, LogError>> {
+        Box::pin(async move {
+            self.usable().await?;
+            let info = self
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| unavailable("JetStream stream info", e))?;
+            Ok(LogIdentity {
+                stream: STREAM_NAME.into(),
+                epoch: info.created.unix_timestamp_nanos().to_string(),
+            })
+        })
     }
 
     fn health(&self) -> Result<(), String> {

@@ -289,6 +289,26 @@ impl Cells {
         key
     }
 
+    /// Every cell in slot (creation) order: the order [`Cells::restore`] takes them back in.
+    pub fn iter_slots(&self) -> impl ExactSizeIterator<Item = Cell<'_>> + '_ {
+        (0..self.records.len() as u32).map(|slot| self.at(slot))
+    }
+
+    /// Adds the next cell of a checkpoint, read back in slot order. `None` (and the table is to be
+    /// thrown away) when a cell with this id is already there.
+    pub fn restore(&mut self, identity: CellIdentity, record: CellRecord) -> Option<Arc<str>> {
+        let key: Arc<str> = Arc::from(identity.id.as_str());
+        let slot = self.records.len() as u32;
+        if self.index.insert(key.clone(), slot).is_some() {
+            return None;
+        }
+        self.lookup.complete(&self.identities);
+        self.lookup.push(&identity);
+        self.records.push(record);
+        self.identities.push(identity);
+        Some(key)
+    }
+
     fn at(&self, slot: u32) -> Cell<'_> {
         let slot = slot as usize;
         Cell {

@@ -90,6 +90,29 @@ impl CellLinks {
         self.push(distance);
     }
 
+    /// The first position covered and every link from there on, oldest first: what a checkpoint
+    /// stores. [`CellLinks::from_parts`] rebuilds the same value.
+    pub fn parts(&self) -> (u64, impl ExactSizeIterator<Item = u32> + '_) {
+        let full = self.full.iter().flat_map(|chunk| chunk.iter().copied());
+        let links = full.chain(self.tail.iter().copied());
+        (self.base, Exact(links, self.len()))
+    }
+
+    /// The links of [`CellLinks::parts`] back in their layout: chunks start every [`CHUNK`]
+    /// positions from `base`, as when they were recorded. `None` when there are more links than
+    /// the window keeps.
+    pub fn from_parts(base: u64, links: &[u32]) -> Option<CellLinks> {
+        if links.len() as u64 >= CELL_LINK_WINDOW + CHUNK as u64 {
+            return None;
+        }
+        let whole = links.len() / CHUNK * CHUNK;
+        Some(CellLinks {
+            base,
+            full: links[..whole].chunks(CHUNK).map(Arc::from).collect(),
+            tail: links[whole..].to_vec(),
+        })
+    }
+
     /// The chain ending at `newest`, oldest first, at most `limit` seqs. `newest` itself is always
     /// listed; the chain stops where a link left the window.
     pub fn chain(&self, newest: u64, limit: usize) -> Vec<u64> {
@@ -107,6 +130,23 @@ impl CellLinks {
         out
     }
 }
+
+/// An iterator that knows its length (a chain of two does not say).
+struct Exact<I>(I, usize);
+
+impl<I: Iterator<Item = u32>> Iterator for Exact<I> {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        let item = self.0.next()?;
+        self.1 -= 1;
+        Some(item)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator<Item = u32>> ExactSizeIterator for Exact<I> {}
 
 #[cfg(test)]
 mod tests {
@@ -154,6 +194,26 @@ mod tests {
         // The walk stops at the window's start rather than guessing further back.
         let all = l.chain(last, usize::MAX);
         assert_eq!(*all.first().unwrap(), l.base - 1);
+    }
+
+    #[test]
+    fn parts_rebuild_the_same_links_up_to_a_full_window() {
+        let mut l = CellLinks::default();
+        let last = CELL_LINK_WINDOW + CHUNK as u64 + 7;
+        for seq in 1..=last {
+            l.record(seq, seq.saturating_sub(3));
+            if seq % (CELL_LINK_WINDOW / 2) == 0 || seq == last || seq == 5 {
+                let (base, links) = l.parts();
+                let links: Vec<u32> = links.collect();
+                assert_eq!(
+                    CellLinks::from_parts(base, &links),
+                    Some(l.clone()),
+                    "at {seq}"
+                );
+            }
+        }
+        let too_many = vec![0; (CELL_LINK_WINDOW + CHUNK as u64) as usize];
+        assert_eq!(CellLinks::from_parts(1, &too_many), None);
     }
 
     proptest::proptest! {

@@ -172,7 +172,7 @@ impl Session {
                 self.cursor = published
                     .checked_sub(1)
                     .and_then(|i| ring.get(i))
-                    .map_or(0, |f| f.seq);
+                    .map_or(ring.floor(), |f| f.seq);
                 self.delivered = self.cursor;
                 self.live = Some(published);
             }

@@ -365,6 +365,65 @@ impl Client {
         panic!("too many pages");
     }
 
+    /// The value of a metric without labels (or with exactly these labels, written as in the
+    /// exposition: `name{label="value"}`), from `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.expect(200).text();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Every projection read a client can make of this server's state, answered: each list,
+    /// then every formation (by id, by name, by-name), cell (record, events, events tail) and
+    /// filter they name, and event pages. (path, status, body) in a fixed order, so two servers
+    /// that serve the same projection give equal vectors.
+    pub async fn every_get(&self) -> Vec<(String, u16, String)> {
+        let mut paths = vec![
+            "/v1/formations".to_owned(),
+            "/v1/cells".to_owned(),
+            "/v1/cells?state=pending".to_owned(),
+            "/v1/cells?state=running".to_owned(),
+            "/v1/cells?state=destroyed&limit=3".to_owned(),
+            "/v1/events?since=0&limit=1000".to_owned(),
+            "/v1/events?since=3&limit=5".to_owned(),
+            "/v1/formations/by-name/no-such-name".to_owned(),
+            "/v1/cells/no-such-cell".to_owned(),
+            "/v1/cells/no-such-cell/events".to_owned(),
+        ];
+        let formations = self.get_json("/v1/formations").await;
+        for f in formations["formations"]
+            .as_array()
+            .expect("formations array")
+        {
+            let id = f["id"].as_str().expect("formation id");
+            let name = enc(f["name"].as_str().unwrap_or_default());
+            paths.extend([
+                format!("/v1/formations/{id}"),
+                format!("/v1/formations/{name}"),
+                format!("/v1/formations/by-name/{name}"),
+                format!("/v1/cells?formation={id}"),
+                format!("/v1/cells?formation={name}"),
+                format!("/v1/events?since=0&formation={id}"),
+            ]);
+        }
+        let cells = self.get_json("/v1/cells").await;
+        for c in cells.as_array().expect("cells array") {
+            let id = enc(c["id"].as_str().expect("cell id"));
+            paths.extend([
+                format!("/v1/cells/{id}"),
+                format!("/v1/cells/{id}/events"),
+                format!("/v1/cells/{id}/events?tail=2"),
+            ]);
+        }
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let r = self.get(&path).await;
+            out.push((path, r.status, r.text()));
+        }
+        out
+    }
+
     /// Polls `/readyz` until 200; fails loudly after [`READY_TIMEOUT`].
     pub async fn wait_ready(&self) {
         self.wait_ready_within(READY_TIMEOUT).await

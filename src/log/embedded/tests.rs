@@ -159,6 +159,7 @@ async fn retention_by_count_and_age() {
     let retention = Retention {
         max_age: Duration::from_secs(10),
         max_events: 3,
+        keep_after_checkpoint: false,
     };
     let log = open(dir.path(), retention, c);
     for i in 0..5 {
@@ -174,6 +175,47 @@ async fn retention_by_count_and_age() {
     log.append(vec![ev("late", "{}")]).await.unwrap();
     // Everything older than 10 s is gone; the newest event is always kept.
     assert_eq!(log.bounds().await.unwrap(), Bounds { first: 6, last: 6 });
+}
+
+/// With checkpoints, retention never removes an event the newest checkpoint does not hold.
+#[tokio::test]
+async fn retention_keeps_every_event_after_the_newest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, c) = FakeClock::new();
+    let retention = Retention {
+        max_age: Duration::from_secs(10),
+        max_events: 3,
+        keep_after_checkpoint: true,
+    };
+    let log = open(dir.path(), retention, c);
+    for i in 0..6 {
+        log.append(vec![ev(&format!("e{i}"), "{}")]).await.unwrap();
+    }
+    assert_eq!(log.bounds().await.unwrap(), Bounds { first: 1, last: 6 }, "no checkpoint yet");
+    log.checkpointed(2);
+    log.append(vec![ev("e6", "{}")]).await.unwrap();
+    assert_eq!(log.bounds().await.unwrap(), Bounds { first: 3, last: 7 });
+    log.checkpointed(5);
+    log.checkpointed(1);
+    log.append(vec![ev("e7", "{}")]).await.unwrap();
+    assert_eq!(log.bounds().await.unwrap(), Bounds { first: 6, last: 8 });
+    clock.advance(11_000);
+    log.checkpointed(8);
+    log.append(vec![ev("late", "{}")]).await.unwrap();
+    assert_eq!(log.bounds().await.unwrap(), Bounds { first: 9, last: 9 });
+}
+
+#[tokio::test]
+async fn the_identity_is_kept_across_reopens_and_differs_between_logs() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = open(a.path(), Retention::default(), system_clock());
+    let id = first.identity().await.unwrap();
+    assert_eq!(id.stream, "embedded");
+    drop(first);
+    let again = open(a.path(), Retention::default(), system_clock());
+    assert_eq!(again.identity().await.unwrap(), id);
+    let other = open(b.path(), Retention::default(), system_clock());
+    assert_ne!(other.identity().await.unwrap(), id);
 }
 
 #[tokio::test]

@@ -501,27 +501,30 @@ mod regressions {
     }
 }
 
+/// Random events over small id spaces, so that they collide on cells, formations and names.
+#[cfg(test)]
+pub fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..3, prop::option::weighted(0.95, 0u8..6), prop::option::weighted(0.9, 0u8..3),
+              prop::option::of(0u8..3), prop::option::of(-3i64..5_000_000_000),
+              prop::option::of(0u8..2), prop::option::of(prop_oneof![0u8..3, Just(9u8)]),
+              prop::option::of(0u8..3))
+            .prop_map(|(kind, cell, spec, run, exit, outcome, formation, time)| Op::Cell {
+                kind, cell, spec, run, exit, outcome, formation, time
+            }),
+        4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
+              prop::option::of(0u8..3), prop::option::of(0u8..3))
+            .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
+        1 => prop::option::of(0u8..6).prop_map(|cell| Op::Other { cell }),
+    ]
+}
+
 #[cfg(test)]
 mod props {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            4 => (0u8..3, prop::option::weighted(0.95, 0u8..6), prop::option::weighted(0.9, 0u8..3),
-                  prop::option::of(0u8..3), prop::option::of(-3i64..5_000_000_000),
-                  prop::option::of(0u8..2), prop::option::of(prop_oneof![0u8..3, Just(9u8)]),
-                  prop::option::of(0u8..3))
-                .prop_map(|(kind, cell, spec, run, exit, outcome, formation, time)| Op::Cell {
-                    kind, cell, spec, run, exit, outcome, formation, time
-                }),
-            4 => (0u8..8, prop::option::weighted(0.95, prop_oneof![0u8..4, Just(9u8)]),
-                  prop::option::of(0u8..3), prop::option::of(0u8..3))
-                .prop_map(|(phase, id, name, time)| Op::Formation { phase, id, name, time }),
-            1 => prop::option::of(0u8..6).prop_map(|cell| Op::Other { cell }),
-        ]
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
