@@ -14,10 +14,14 @@
 //!   ▼                                   ▼
 //! http       reads: one snapshot load   WebSocket sessions read the ring
 //!            writes: append → wait until applied → answer
+//!
+//! checkpoint published snapshot → image (pure) → store (data dir / JetStream Object Store);
+//!            at boot: newest valid checkpoint → ingest thread, tail from its seq
 //! ```
 //!
-//! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`]. Edges: [`log`],
-//! [`ingest`] (threads and tasks), [`http`], [`server`]. Only [`config`] reads the environment.
+//! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`], the checkpoint
+//! format ([`checkpoint::format`]). Edges: [`log`], [`ingest`] (threads and tasks), checkpoint
+//! stores and writer, [`http`], [`server`]. Only [`config`] reads the environment.
 //!
 //! The edges are behind the default `server` feature. Without it the crate builds only the core,
 //! the frame ring, the ingest core ([`ingest::Ingestor`]), the log's types and request parsing:

@@ -127,6 +127,12 @@ pub fn open(bytes: &[u8]) -> Result<Opened<'_>, FormatError> {
     if crc32fast::hash(payload) != envelope.checksum {
         return Err(FormatError::Checksum);
     }
+    open_payload(payload)
+}
+
+/// The payload inside an envelope (header, then image) with no checksum to check: what
+/// [`open`] continues with, and what the fuzz target feeds directly.
+pub fn open_payload(payload: &[u8]) -> Result<Opened<'_>, FormatError> {
     let (header, image): (Header, _) = postcard::take_from_bytes(payload).map_err(malformed)?;
     Ok(Opened { header, image })
 }
@@ -135,7 +141,7 @@ impl Opened<'_> {
     /// Builds the state; the writer's cell lookup hashes with `hash_seed`.
     pub fn restore(&self, hash_seed: u64) -> Result<State, FormatError> {
         let mut de = postcard::Deserializer::from_bytes(self.image);
-        let state = image::restore(&mut de, hash_seed).map_err(|e| match e {
+        let state = image::restore(&mut de, self.image.len(), hash_seed).map_err(|e| match e {
             image::ImageError::Invalid(why) => FormatError::Invalid(why),
             image::ImageError::Malformed(e) => malformed(e),
         })?;

@@ -133,12 +133,19 @@ async fn load(
     if stored.seq > bounds.last {
         return Err(Skip::AheadOfLog(bounds.last));
     }
+    let reading = Instant::now();
     let bytes = store
         .read(&stored.name)
         .await
         .map_err(|e| Skip::Unreadable(e.to_string()))?;
+    tracing::debug!(
+        checkpoint = %stored.name,
+        bytes = bytes.len(),
+        seconds = reading.elapsed().as_secs_f64(),
+        "checkpoint read"
+    );
     let (identity, named) = (identity.clone(), stored.seq);
-    // Checking and restoring is CPU work (about a second per million cells): off the workers.
+    // Checking and restoring is CPU work (half a second per million cells): off the workers.
     let restored = tokio::task::spawn_blocking(move || {
         let opened = format::open(&bytes)?;
         let header = &opened.header;

@@ -2,6 +2,11 @@
 //! `--checkpoint-every-secs` seconds (whichever comes first), takes the published snapshot (an
 //! O(1) clone: the ingest thread never waits for it), encodes it on a blocking thread, stores it,
 //! tells the log (retention may then drop what it holds) and keeps the newest [`KEEP`].
+//!
+//! A checkpoint costs CPU in proportion to the state (about half a second per million cells
+//! here), on the cores the ingest thread also needs. So however fast events come, the next one
+//! starts no sooner than [`MIN_GAP_FACTOR`] times the last one's duration after it: at most a
+//! twentieth of one core on average (during a long replay, for instance).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +21,8 @@ use crate::log::{EventLog, LogIdentity};
 use crate::metrics::Metrics;
 use crate::state::{Reader, Snapshot};
 
+/// The pause after a checkpoint, in multiples of the time it took, before another may start.
+pub const MIN_GAP_FACTOR: u32 = 20;
 /// How often the writer looks at the published snapshot.
 const CHECK_PERIOD: Duration = Duration::from_millis(200);
 /// First wait after a failed checkpoint; it doubles on each further failure.
@@ -71,6 +78,7 @@ pub async fn run(writer: Writer, begin: oneshot::Receiver<Begin>, stop: Cancella
         identity: begin.identity,
         last_seq: begin.seq,
         last_at: Instant::now(),
+        last_took: Duration::ZERO,
         retry_at: None,
         failures: 0,
     };
@@ -81,7 +89,8 @@ pub async fn run(writer: Writer, begin: oneshot::Receiver<Begin>, stop: Cancella
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
-        if state.retry_at.is_some_and(|at| Instant::now() < at) {
+        let resting = state.last_at.elapsed() < state.last_took * MIN_GAP_FACTOR;
+        if resting || state.retry_at.is_some_and(|at| Instant::now() < at) {
             continue;
         }
         let snapshot = writer.reader.load();
@@ -103,7 +112,9 @@ struct Progress {
     identity: LogIdentity,
     /// Seq of the newest checkpoint written (or booted from).
     last_seq: u64,
+    /// When the newest checkpoint was written, and how long that took.
     last_at: Instant,
+    last_took: Duration,
     /// After a failure: no attempt before this.
     retry_at: Option<Instant>,
     failures: u32,
@@ -126,6 +137,7 @@ impl Writer {
                 *progress = Progress {
                     last_seq: seq,
                     last_at: Instant::now(),
+                    last_took: started.elapsed(),
                     retry_at: None,
                     failures: 0,
                     identity: progress.identity.clone(),

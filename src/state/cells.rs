@@ -289,24 +289,53 @@ impl Cells {
         key
     }
 
-    /// Every cell in slot (creation) order: the order [`Cells::restore`] takes them back in.
-    pub fn iter_slots(&self) -> impl ExactSizeIterator<Item = Cell<'_>> + '_ {
-        (0..self.records.len() as u32).map(|slot| self.at(slot))
+    /// Every cell in ascending id order, with its slot: what a checkpoint stores.
+    pub fn iter_with_slots(&self) -> impl ExactSizeIterator<Item = (u32, Cell<'_>)> + '_ {
+        self.index.values().map(|&slot| (slot, self.at(slot)))
     }
 
-    /// Adds the next cell of a checkpoint, read back in slot order. `None` (and the table is to be
-    /// thrown away) when a cell with this id is already there.
-    pub fn restore(&mut self, identity: CellIdentity, record: CellRecord) -> Option<Arc<str>> {
-        let key: Arc<str> = Arc::from(identity.id.as_str());
-        let slot = self.records.len() as u32;
-        if self.index.insert(key.clone(), slot).is_some() {
-            return None;
-        }
-        self.lookup.complete(&self.identities);
-        self.lookup.push(&identity);
-        self.records.push(record);
-        self.identities.push(identity);
-        Some(key)
+    /// A table from its parts as a checkpoint holds them: `index` in ascending id order, naming
+    /// each slot of `identities` and `records` (same length) exactly once; the caller checked
+    /// both. Builds everything in one pass each, the writer's lookup included; the ordered index,
+    /// the longest part, on a second thread when one can be started (a boot has the cores to
+    /// itself). The result is the same either way.
+    pub fn from_parts(
+        index: Vec<(Arc<str>, u32)>,
+        identities: Vec<CellIdentity>,
+        records: Vec<CellRecord>,
+        hash_seed: u64,
+    ) -> Cells {
+        // Taken once: by the second thread, or here if it could not be started.
+        let pending = std::sync::Mutex::new(Some(index));
+        let build_index = || {
+            let index = pending.lock().ok().and_then(|mut p| p.take())?;
+            Some(index.into_iter().collect::<OrdMap<_, _>>())
+        };
+        std::thread::scope(|scope| {
+            let builder = std::thread::Builder::new().name("cellos-restore".into());
+            let worker = builder.spawn_scoped(scope, build_index);
+            let ordered = if worker.is_err() { build_index() } else { None };
+            let mut lookup = Lookup::with_hash_seed(hash_seed);
+            lookup.table.reserve(identities.len(), |&(_, h)| spread(h));
+            lookup.entries.reserve_exact(identities.len());
+            for identity in &identities {
+                lookup.push(identity);
+            }
+            let identities = Slots::from_vec(identities);
+            let records = Slots::from_vec(records);
+            let index = match worker {
+                Ok(worker) => worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => ordered,
+            };
+            Cells {
+                index: index.unwrap_or_default(),
+                identities,
+                records,
+                lookup,
+            }
+        })
     }
 
     fn at(&self, slot: u32) -> Cell<'_> {

@@ -22,8 +22,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use super::{
-    CellIdentity, CellLinks, CellRecord, CellState, FormationRecord, FormationStatus, Rejection,
-    ShortText, State, Text,
+    CellIdentity, CellLinks, CellRecord, CellState, Cells, FormationRecord, FormationStatus,
+    Rejection, ShortText, State, Text,
 };
 
 /// Top-level fields of an image, in order.
@@ -52,15 +52,22 @@ pub enum ImageError<E> {
     Malformed(E),
 }
 
-/// Restores a state from an [`Image`] read from `d`; the writer's cell lookup hashes with
-/// `hash_seed` (see [`State::with_hash_seed`]). Whatever the input, an error, never a panic.
+/// The fewest bytes a cell takes in an image: what bounds the cells an image of a given size can
+/// declare, and so what is allocated before they are read.
+const MIN_CELL_BYTES: usize = 11;
+
+/// Restores a state from an [`Image`] of `image_len` bytes read from `d`; the writer's cell
+/// lookup hashes with `hash_seed` (see [`State::with_hash_seed`]). Whatever the input, an error,
+/// never a panic, and never an allocation out of proportion to `image_len`.
 pub fn restore<'de, D: Deserializer<'de>>(
     d: D,
+    image_len: usize,
     hash_seed: u64,
 ) -> Result<State, ImageError<D::Error>> {
     let why = RefCell::new(None);
     let restored = Restore {
         hash_seed,
+        max_cells: image_len / MIN_CELL_BYTES,
         why: Why(&why),
     }
     .deserialize(d);
@@ -91,6 +98,7 @@ impl Why<'_> {
 
 struct Restore<'w> {
     hash_seed: u64,
+    max_cells: usize,
     why: Why<'w>,
 }
 
@@ -173,10 +181,12 @@ struct RejectionRow {
     holder: [u8; 16],
 }
 
-/// A cell: texts many cells share are numbers into the image's text table.
+/// A cell, in ascending id order, with its slot (the order cells were created in); texts many
+/// cells share are numbers into the image's text table.
 #[derive(Serialize, Deserialize)]
 struct CellRow<'a> {
     id: &'a str,
+    slot: u32,
     spec: u32,
     run: Option<u32>,
     formation: Option<u32>,
@@ -205,7 +215,7 @@ fn code<T: PartialEq>(all: &[T], value: &T) -> u8 {
 }
 
 /// The text table: each distinct spec, run or formation id once, in order of first use by cells
-/// in slot order (so the same state always gives the same table).
+/// in id order (so the same state always gives the same table).
 struct Texts<'a> {
     table: Vec<&'a str>,
     numbers: HashMap<&'a str, u32, foldhash::fast::FixedState>,
@@ -219,8 +229,8 @@ impl<'a> Texts<'a> {
         };
         let refs = state
             .cells
-            .iter_slots()
-            .map(|c| {
+            .iter_with_slots()
+            .map(|(_, c)| {
                 let spec = texts.number(c.spec_id());
                 let run = c.run_id().map_or(u32::MAX, |r| texts.number(r));
                 let formation = c.formation_id().map_or(u32::MAX, |f| texts.number(f));
@@ -267,18 +277,23 @@ impl Serialize for Image<'_> {
                 .as_bytes(),
         });
         let (texts, refs) = Texts::of(st);
-        let cells = st.cells.iter_slots().zip(&refs).map(|(c, r)| CellRow {
-            id: c.id(),
-            spec: r[0],
-            run: some(r[1]),
-            formation: some(r[2]),
-            state: code(&CELL_STATES, &c.record.state),
-            started_at: c.record.started_at.as_deref(),
-            destroyed_at: c.record.destroyed_at.as_deref(),
-            outcome: c.record.outcome.as_deref(),
-            exit_code: c.record.exit_code,
-            last_event_seq: c.record.last_event_seq,
-        });
+        let cells = st
+            .cells
+            .iter_with_slots()
+            .zip(&refs)
+            .map(|((slot, c), r)| CellRow {
+                id: c.id(),
+                slot,
+                spec: r[0],
+                run: some(r[1]),
+                formation: some(r[2]),
+                state: code(&CELL_STATES, &c.record.state),
+                started_at: c.record.started_at.as_deref(),
+                destroyed_at: c.record.destroyed_at.as_deref(),
+                outcome: c.record.outcome.as_deref(),
+                exit_code: c.record.exit_code,
+                last_event_seq: c.record.last_event_seq,
+            });
         let orphans = st.orphan_heads.iter().map(|(id, &seq)| (&**id, seq));
         let (base, links) = st.cell_links.parts();
 
@@ -373,6 +388,8 @@ impl<'de> Visitor<'de> for Restore<'_> {
         seq.next_element_seed(CellsSeed {
             state: &mut state,
             texts: &texts,
+            hash_seed: self.hash_seed,
+            max_cells: self.max_cells,
             why,
         })?
         .ok_or_else(|| why.fail("the image ends before its cells".into()))?;
@@ -389,10 +406,12 @@ impl<'de> Visitor<'de> for Restore<'_> {
     }
 }
 
-/// Restores cells one by one as they are read, without collecting them first.
+/// Restores the cells: each placed in its slot as it is read, then the table built in one pass.
 struct CellsSeed<'s> {
     state: &'s mut State,
     texts: &'s [Arc<str>],
+    hash_seed: u64,
+    max_cells: usize,
     why: Why<'s>,
 }
 
@@ -411,39 +430,72 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let why = self.why;
+        let count = seq
+            .size_hint()
+            .ok_or_else(|| why.fail("cells without a count".into()))?;
+        if count > self.max_cells {
+            return Err(why.fail(format!(
+                "{count} cells declared, more than the image's size can hold"
+            )));
+        }
         let text = |n: u32| {
             self.texts
                 .get(n as usize)
                 .cloned()
-                .ok_or_else(|| self.why.fail(format!("text number {n} out of range")))
+                .ok_or_else(|| why.fail(format!("text number {n} out of range")))
         };
+        let mut identities: Vec<Option<CellIdentity>> = (0..count).map(|_| None).collect();
+        let mut records: Vec<Option<CellRecord>> = (0..count).map(|_| None).collect();
+        let mut index = Vec::with_capacity(count);
+        // Per text number: the cells of the formation with that id, in ascending id order.
+        let mut members: Vec<Vec<Arc<str>>> = vec![Vec::new(); self.texts.len()];
+        let mut previous: Option<&'de str> = None;
         while let Some(c) = seq.next_element::<CellRow<'de>>()? {
-            let identity = CellIdentity {
+            // Strictly ascending ids: the order readers list them in, and no cell twice.
+            if previous.is_some_and(|p| p >= c.id) {
+                return Err(why.fail(format!("cell {:?} out of order or twice", c.id)));
+            }
+            previous = Some(c.id);
+            let slot = c.slot as usize;
+            let taken = identities.get(slot).is_none_or(Option::is_some);
+            if taken {
+                return Err(why.fail(format!("cell {:?} in slot {slot}, not free", c.id)));
+            }
+            let key: Arc<str> = Arc::from(c.id);
+            let formation = c.formation.map(text).transpose()?;
+            if let Some(f) = c.formation {
+                members[f as usize].push(key.clone());
+            }
+            identities[slot] = Some(CellIdentity {
                 id: Text::from(c.id),
                 spec_id: text(c.spec)?,
                 run_id: c.run.map(text).transpose()?,
-                formation_id: c.formation.map(text).transpose()?,
-            };
-            let record = CellRecord {
-                state: self.why.code(&CELL_STATES, c.state, "cell state")?,
+                formation_id: formation,
+            });
+            records[slot] = Some(CellRecord {
+                state: why.code(&CELL_STATES, c.state, "cell state")?,
                 started_at: c.started_at.map(ShortText::from),
                 destroyed_at: c.destroyed_at.map(ShortText::from),
                 outcome: c.outcome.map(ShortText::from),
                 exit_code: c.exit_code,
                 last_event_seq: c.last_event_seq,
-            };
-            let formation = identity.formation_id.clone();
-            let key = self
-                .state
-                .cells
-                .restore(identity, record)
-                .ok_or_else(|| self.why.fail(format!("cell {:?} twice", c.id)))?;
-            if let Some(formation) = formation {
+            });
+            index.push((key, c.slot));
+        }
+        let (Some(identities), Some(records)) = (
+            identities.into_iter().collect::<Option<Vec<_>>>(),
+            records.into_iter().collect::<Option<Vec<_>>>(),
+        ) else {
+            return Err(why.fail("fewer cells than declared".into()));
+        };
+        self.state.cells = Cells::from_parts(index, identities, records, self.hash_seed);
+        for (number, cells) in members.into_iter().enumerate() {
+            if !cells.is_empty() {
+                let formation = self.texts[number].clone();
                 self.state
                     .cells_by_formation
-                    .entry(formation)
-                    .or_default()
-                    .insert(key);
+                    .insert(formation, cells.into_iter().collect());
             }
         }
         Ok(())

@@ -94,6 +94,41 @@ impl<T: Clone> Slots<T> {
         self.place(i).as_mut()
     }
 
+    /// The array holding `items` in order, built bottom-up in one pass: the same value as pushing
+    /// them one by one, without walking down from the root for each.
+    pub fn from_vec(items: Vec<T>) -> Slots<T> {
+        let len = items.len();
+        if len == 0 {
+            return Slots::default();
+        }
+        // The height pushes would have reached: the lowest whose capacity holds every item.
+        let mut height = 0;
+        while len > LEAF << (FAN_BITS * height) {
+            height += 1;
+        }
+        let mut items = items.into_iter();
+        let mut nodes: Vec<Node<T>> = Vec::with_capacity(len.div_ceil(LEAF));
+        for _ in 0..len.div_ceil(LEAF) {
+            let leaf: [Option<T>; LEAF] = std::array::from_fn(|_| items.next());
+            nodes.push(Node::Leaf(Arc::new(leaf)));
+        }
+        for _ in 0..height {
+            let mut children = nodes.into_iter();
+            let count = children.len().div_ceil(FAN);
+            nodes = (0..count)
+                .map(|_| {
+                    let branch: [Option<Node<T>>; FAN] = std::array::from_fn(|_| children.next());
+                    Node::Branch(Arc::new(branch))
+                })
+                .collect();
+        }
+        Slots {
+            root: nodes.pop().unwrap_or_else(|| Node::empty(0)),
+            len,
+            height,
+        }
+    }
+
     /// Appends `value` and returns its index.
     pub fn push(&mut self, value: T) -> usize {
         let i = self.len;
@@ -181,6 +216,29 @@ mod tests {
     }
 
     proptest! {
+        /// Built in one pass, it is the array pushes build: same elements, and further pushes
+        /// and updates land where they would.
+        #[test]
+        fn from_vec_is_what_pushes_build(items in prop::collection::vec(any::<u16>(), 0..1200)) {
+            let mut built = Slots::from_vec(items.clone());
+            let mut pushed = Slots::default();
+            for &v in &items {
+                pushed.push(v);
+            }
+            prop_assert_eq!(built.height, pushed.height);
+            prop_assert_eq!(&built, &pushed);
+            for v in 0..70u16 {
+                prop_assert_eq!(built.push(v), pushed.push(v));
+            }
+            if let Some(first) = built.get_mut(0) {
+                *first = 9;
+            }
+            if let Some(first) = pushed.get_mut(0) {
+                *first = 9;
+            }
+            prop_assert_eq!(built.iter().collect::<Vec<_>>(), pushed.iter().collect::<Vec<_>>());
+        }
+
         /// Behaves as a `Vec`, and a clone taken earlier never sees later changes.
         #[test]
         fn matches_a_vec_and_snapshots_stay_put(ops in prop::collection::vec(op(), 0..700)) {

@@ -13,7 +13,11 @@ fn encode(state: &State) -> Vec<u8> {
 }
 
 fn restore(bytes: &[u8], hash_seed: u64) -> Result<State, ImageError<postcard::Error>> {
-    super::restore(&mut postcard::Deserializer::from_bytes(bytes), hash_seed)
+    super::restore(
+        &mut postcard::Deserializer::from_bytes(bytes),
+        bytes.len(),
+        hash_seed,
+    )
 }
 
 /// Log positions far enough apart, now and then, to cross link chunks and jump past the link
@@ -153,5 +157,8 @@ fn a_cell_twice_is_refused() {
     let at = bytes.windows(4).position(|w| w == b"twix").unwrap();
     bytes[at..at + 4].copy_from_slice(b"twin");
     let err = restore(&bytes, 0).unwrap_err();
-    assert_eq!(err.to_string(), "inconsistent image: cell \"twin\" twice");
+    assert_eq!(
+        err.to_string(),
+        "inconsistent image: cell \"twin\" out of order or twice"
+    );
 }

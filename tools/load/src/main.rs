@@ -5,9 +5,12 @@
 //! - `admit`: C concurrent clients POST formations; reports admissions/s and latency.
 //! - `publish`: publishes cell events straight into JetStream (as supervisors do).
 //! - `wait`: waits until a server's projection cursor reaches a seq (replay and catch-up timing).
+//! - `fill`: writes cell events straight into an embedded log directory (no server running), to
+//!   make large logs for the boot benchmarks.
 //!
 //! Everything is bounded by `--duration` or `--count`; the tool stops by itself.
 
+mod fill;
 mod hist;
 mod nats;
 mod net;
@@ -88,6 +91,16 @@ enum Mode {
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
     },
+    /// Write `--cells` cells × `--events-per-cell` events into an embedded log directory (no
+    /// server may be running on it): a `started` per cell, then `command.completed` ones.
+    Fill {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        cells: u64,
+        #[arg(long, default_value_t = 1)]
+        events_per_cell: u64,
+    },
     /// Formation admissions from concurrent clients.
     Admit {
         #[arg(long, default_value_t = 64)]
@@ -153,6 +166,11 @@ async fn main() -> Result<()> {
             .await
         }
         Mode::Admit { clients, count } => admit(&args.addr, &args.token, clients, count).await,
+        Mode::Fill {
+            data_dir,
+            cells,
+            events_per_cell,
+        } => fill::fill(&data_dir, cells, events_per_cell).await,
         Mode::Publish {
             nats,
             count,

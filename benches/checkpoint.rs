@@ -1,0 +1,173 @@
+//! Checkpoints of the projection: encoding a published snapshot (what the writer does off the
+//! ingest thread) and opening + restoring one (what a boot does), at 10^5 and 10^6 cells; the
+//! size per cell is printed.
+//!
+//! Workload: one `lifecycle.v1.started` per cell (four cells per formation, realistic payloads),
+//! then a `command.v1.completed` for every other cell and a `lifecycle.v1.destroyed` for every
+//! fourth, so records carry times, exit codes and outcomes, and every event is linked in the
+//! cell event chains the checkpoint keeps. `CELLOS_BENCH_CELLS=100000` (comma-separated) runs
+//! only some cell counts.
+//!
+//! `ingest_while_encoding`: what a checkpoint being written costs the ingest thread. Batches of
+//! 4,096 `command.v1.completed` events to scattered cells of a 10^5-cell state, each followed by
+//! a snapshot publish (as the ingest thread does per round), `idle` and with another thread
+//! encoding the newest published snapshot in a loop (`encoding`: a checkpoint being written all
+//! the time, far more often than the writer ever does).
+
+mod common;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cellos_server::checkpoint::format;
+use cellos_server::fanout::Ring;
+use cellos_server::ingest::Ingestor;
+use cellos_server::log::LogIdentity;
+use cellos_server::state::{snapshot, State};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const DEFAULT_CELLS: &[u64] = &[100_000, 1_000_000];
+const CELLS_PER_FORMATION: u64 = 4;
+
+/// The projection of the workload above, and the seq of its last event.
+fn state(cells: u64) -> (State, u64) {
+    let started = Instant::now();
+    let mut ingestor = Ingestor::new();
+    // A ring large enough never to matter; frames are not what is measured.
+    let (_ring, mut ring) = Ring::new(1 << 16);
+    let mut seq = 0;
+    let mut ingest = |example, cell| {
+        seq += 1;
+        ingestor.ingest(
+            &common::raw(seq, example, cell, cell / CELLS_PER_FORMATION),
+            &mut ring,
+        );
+        if seq % 4096 == 0 {
+            ring.commit();
+        }
+    };
+    for cell in 0..cells {
+        ingest(common::CELL_STARTED, cell);
+    }
+    for cell in (0..cells).step_by(2) {
+        ingest(common::CELL_COMMAND_COMPLETED, cell);
+    }
+    for cell in (0..cells).step_by(4) {
+        ingest(common::CELL_DESTROYED, cell);
+    }
+    let cursor = ingestor.cursor();
+    eprintln!(
+        "fixture: {cells} cells, {cursor} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    (ingestor.state().clone(), cursor)
+}
+
+fn identity() -> LogIdentity {
+    LogIdentity {
+        stream: "CELLOS_EVENTS".into(),
+        epoch: "1764500000000000000".into(),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("checkpoint");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for cells in common::cell_counts(DEFAULT_CELLS) {
+        let (state, seq) = state(cells);
+        let bytes = format::encode(&identity(), seq, &state);
+        eprintln!(
+            "checkpoint of {cells} cells: {} bytes, {:.1} bytes per cell",
+            bytes.len(),
+            bytes.len() as f64 / cells as f64
+        );
+        group.throughput(Throughput::Elements(cells));
+        group.bench_with_input(BenchmarkId::new("encode", cells), &state, |b, state| {
+            b.iter_with_large_drop(|| format::encode(&identity(), seq, state))
+        });
+        // The restored state is dropped outside the timed region: a boot keeps it.
+        group.bench_with_input(
+            BenchmarkId::new("open_restore", cells),
+            &bytes,
+            |b, bytes| {
+                b.iter_with_large_drop(|| {
+                    let opened = format::open(bytes).expect("opens");
+                    opened.restore(7).expect("restores")
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// See the module docs.
+fn ingest_while_encoding(c: &mut Criterion) {
+    const CELLS: u64 = 100_000;
+    const BATCH: u64 = 4096;
+    let (state, cursor) = state(CELLS);
+    let mut group = c.benchmark_group("ingest_while_encoding");
+    group.throughput(Throughput::Elements(BATCH));
+    for mode in ["idle", "encoding"] {
+        let mut ingestor = Ingestor::resume(state.clone(), cursor);
+        let (_ring, mut ring) = Ring::new(1 << 16);
+        let (publisher, reader) = snapshot::channel();
+        publisher.publish(ingestor.snapshot());
+        let stop = Arc::new(AtomicBool::new(false));
+        let encoder = (mode == "encoding").then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut written = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let snap = reader.load();
+                    written += format::encode(&identity(), snap.cursor, &snap.state).len() as u64;
+                }
+                written
+            })
+        });
+        let mut next = cursor;
+        group.bench_function(mode, |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch: Vec<_> = (0..BATCH)
+                        .map(|i| {
+                            let cell = common::scattered(next + i, CELLS);
+                            common::raw(
+                                next + i + 1,
+                                common::CELL_COMMAND_COMPLETED,
+                                cell,
+                                cell / CELLS_PER_FORMATION,
+                            )
+                        })
+                        .collect();
+                    next += BATCH;
+                    let started = Instant::now();
+                    for raw in &batch {
+                        ingestor.ingest(raw, &mut ring);
+                    }
+                    publisher.publish(ingestor.snapshot());
+                    ring.commit();
+                    took += started.elapsed();
+                }
+                took
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        if let Some(encoder) = encoder {
+            let bytes = encoder.join().expect("encoder thread");
+            eprintln!(
+                "{mode}: the other thread encoded {} MB meanwhile",
+                bytes >> 20
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(checkpoint, benches, ingest_while_encoding);
+criterion_main!(checkpoint);
