@@ -8,7 +8,7 @@
 //!       + the log after its seq (the tail)
 //! ```
 //!
-//! [`format`] is pure (bytes in, bytes out). The stores, the writer task and the boot loader are
+//! [`format`](mod@format) is pure (bytes in, bytes out). The stores, the writer task and the boot loader are
 //! edges: the data directory for the embedded log, a JetStream Object Store bucket for JetStream.
 
 pub mod format;

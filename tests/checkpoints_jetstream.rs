@@ -48,15 +48,21 @@ async fn a_replica_started_later_boots_from_another_replicas_checkpoint() {
         ev["data"]["correlation"] = json!({ "formationId": fid });
         a.ingest_one(&ev).await;
     }
+    // Every 100 events: at least two checkpoints by now (when exactly depends on the writer's
+    // ticks); once the events stop, so do they.
     let deadline = Instant::now() + WAIT;
-    let written = loop {
-        let seq = a.metric("cellos_checkpoint_last_seq").await.unwrap_or(0.0);
-        if seq >= 200.0 {
-            break seq;
-        }
+    while a
+        .metric("cellos_checkpoint_writes_total")
+        .await
+        .unwrap_or(0.0)
+        < 2.0
+    {
         assert!(Instant::now() < deadline, "replica A wrote no checkpoint");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = a.metric("cellos_checkpoint_last_seq").await.unwrap();
+    assert!(written >= 100.0, "{written}");
 
     let (second, b) = start_config(config(&nats.url(), dir_b.path())).await;
     b.wait_ready().await;
@@ -77,7 +83,18 @@ async fn a_replica_started_later_boots_from_another_replicas_checkpoint() {
         assert!(Instant::now() < deadline, "B did not follow the stream");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(b.every_get().await, a.every_get().await);
-    stop(second).await;
-    stop(first).await;
+    let want = a.every_get().await;
+    assert_eq!(b.every_get().await, want);
+    let last = a.metric("cellos_applied_cursor").await.unwrap();
+
+    // Both stop at once and write their last checkpoint at the same log position, under the same
+    // name: the bucket keeps one whole checkpoint, which a third replica boots from.
+    let _ = tokio::join!(stop(second), stop(first));
+    let dir_c = tempfile::tempdir().unwrap();
+    let (third, c) = start_config(config(&nats.url(), dir_c.path())).await;
+    c.wait_ready().await;
+    assert_eq!(c.metric("cellos_checkpoint_boot_seq").await, Some(last));
+    assert_eq!(c.metric("cellos_boot_replay_events").await, Some(0.0));
+    assert_eq!(c.every_get().await, want);
+    stop(third).await;
 }

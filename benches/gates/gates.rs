@@ -17,6 +17,9 @@
 //!   frame, the steady state), then `commit`.
 //! - `http`: the socket-free parts of request handling: `parse_ingest` of a 100-event batch body,
 //!   and the query parsers of `/v1/cells`, `/v1/events` and `/ws/events`.
+//! - `checkpoint`: `checkpoint::format::encode` of the pre-populated state (10^4 cells, 2,500
+//!   formations), and `open` + `restore` of that checkpoint, on one thread (the server builds the
+//!   id index on a second one, which Callgrind would not count).
 //!
 //! Small operations repeat a fixed number of times (the `_xN` suffix) so every count is in
 //! 10^5..10^8: large enough that a few instructions of noise are negligible, small enough that the
@@ -35,12 +38,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cellos_server::admission::admit;
+use cellos_server::checkpoint::format;
 use cellos_server::event::decode::Decoder;
 use cellos_server::event::{Event, RawEvent};
 use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_CAPACITY};
 use cellos_server::http::cloudevents::parse_ingest;
 use cellos_server::http::query::{CellsQuery, EventsQuery, WsQuery};
 use cellos_server::ingest::Ingestor;
+use cellos_server::log::LogIdentity;
+use cellos_server::state::cells::Threads;
 use cellos_server::state::{self, snapshot, Outcome, Publisher, Reader, State};
 use common::Example;
 use gungraun::{
@@ -416,6 +422,49 @@ library_benchmark_group!(
     ]
 );
 
+// ---------------------------------------------------------------------------------------------
+// checkpoint
+// ---------------------------------------------------------------------------------------------
+
+fn log_identity() -> LogIdentity {
+    LogIdentity {
+        stream: "CELLOS_EVENTS".into(),
+        epoch: "1764500000000000000".into(),
+    }
+}
+
+fn checkpoint_state() -> (State, u64) {
+    let pipeline = pipeline();
+    (
+        pipeline.ingestor.state().clone(),
+        pipeline.ingestor.cursor(),
+    )
+}
+
+fn checkpoint_bytes() -> Vec<u8> {
+    let (state, seq) = checkpoint_state();
+    format::encode(&log_identity(), seq, &state)
+}
+
+#[library_benchmark]
+#[bench::cells_10k(setup = checkpoint_state)]
+fn checkpoint_encode(fixture: (State, u64)) -> Vec<u8> {
+    let (state, seq) = fixture;
+    format::encode(&log_identity(), black_box(seq), black_box(&state))
+}
+
+#[library_benchmark]
+#[bench::cells_10k(setup = checkpoint_bytes)]
+fn checkpoint_restore(bytes: Vec<u8>) -> State {
+    let opened = format::open(black_box(&bytes)).expect("opens");
+    opened.restore_with(0, Threads::One).expect("restores")
+}
+
+library_benchmark_group!(
+    name = checkpoint,
+    benchmarks = [checkpoint_encode, checkpoint_restore]
+);
+
 main!(
     config = LibraryBenchmarkConfig::default()
         // Only instruction counts are gated: no cache simulation (faster, and the counts do not
@@ -426,5 +475,6 @@ main!(
     ingest,
     admission,
     fanout,
-    http
+    http,
+    checkpoint
 );

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::log::LogIdentity;
+use crate::state::cells::Threads;
 use crate::state::image::{self, Blob, Image};
 use crate::state::State;
 
@@ -138,10 +139,17 @@ pub fn open_payload(payload: &[u8]) -> Result<Opened<'_>, FormatError> {
 }
 
 impl Opened<'_> {
-    /// Builds the state; the writer's cell lookup hashes with `hash_seed`.
+    /// Builds the state, on two threads where it can (see `Cells::from_parts`); the writer's cell
+    /// lookup hashes with `hash_seed`.
     pub fn restore(&self, hash_seed: u64) -> Result<State, FormatError> {
+        self.restore_with(hash_seed, Threads::Two)
+    }
+
+    /// [`Opened::restore`] on as many threads as told: the instruction-count gate counts one.
+    pub fn restore_with(&self, hash_seed: u64, threads: Threads) -> Result<State, FormatError> {
         let mut de = postcard::Deserializer::from_bytes(self.image);
-        let state = image::restore(&mut de, self.image.len(), hash_seed).map_err(|e| match e {
+        let restored = image::restore(&mut de, self.image.len(), hash_seed, threads);
+        let state = restored.map_err(|e| match e {
             image::ImageError::Invalid(why) => FormatError::Invalid(why),
             image::ImageError::Malformed(e) => malformed(e),
         })?;

@@ -20,6 +20,13 @@ use imbl::OrdMap;
 use super::slots::Slots;
 use super::{CellIdentity, CellRecord, Text};
 
+/// How many threads a restore ([`Cells::from_parts`]) may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    One,
+    Two,
+}
+
 /// Every slot the index holds is below the length of both tables.
 const IN_RANGE: &str = "a slot from the cell index is in range";
 
@@ -296,25 +303,35 @@ impl Cells {
 
     /// A table from its parts as a checkpoint holds them: `index` in ascending id order, naming
     /// each slot of `identities` and `records` (same length) exactly once; the caller checked
-    /// both. Builds everything in one pass each, the writer's lookup included; the ordered index,
-    /// the longest part, on a second thread when one can be started (a boot has the cores to
-    /// itself). The result is the same either way.
+    /// both. Builds everything in one pass each, the writer's lookup included; with
+    /// [`Threads::Two`], the ordered index, the longest part, on a second thread when one can be
+    /// started (a boot has the cores to itself). The result is the same either way.
     pub fn from_parts(
         index: Vec<(Arc<str>, u32)>,
         identities: Vec<CellIdentity>,
         records: Vec<CellRecord>,
         hash_seed: u64,
+        threads: Threads,
     ) -> Cells {
-        // Taken once: by the second thread, or here if it could not be started.
+        // Taken once: by the second thread, or here if there is none.
         let pending = std::sync::Mutex::new(Some(index));
         let build_index = || {
             let index = pending.lock().ok().and_then(|mut p| p.take())?;
             Some(index.into_iter().collect::<OrdMap<_, _>>())
         };
         std::thread::scope(|scope| {
-            let builder = std::thread::Builder::new().name("cellos-restore".into());
-            let worker = builder.spawn_scoped(scope, build_index);
-            let ordered = if worker.is_err() { build_index() } else { None };
+            let worker = match threads {
+                Threads::One => None,
+                Threads::Two => std::thread::Builder::new()
+                    .name("cellos-restore".into())
+                    .spawn_scoped(scope, build_index)
+                    .ok(),
+            };
+            let ordered = if worker.is_none() {
+                build_index()
+            } else {
+                None
+            };
             let mut lookup = Lookup::with_hash_seed(hash_seed);
             lookup.table.reserve(identities.len(), |&(_, h)| spread(h));
             lookup.entries.reserve_exact(identities.len());
@@ -324,10 +341,10 @@ impl Cells {
             let identities = Slots::from_vec(identities);
             let records = Slots::from_vec(records);
             let index = match worker {
-                Ok(worker) => worker
+                Some(worker) => worker
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => ordered,
+                None => ordered,
             };
             Cells {
                 index: index.unwrap_or_default(),

@@ -1,4 +1,4 @@
-//! The projection as serde data, for checkpoints: [`Image`] serializes a [`State`], [`Restore`]
+//! The projection as serde data, for checkpoints: [`Image`] serializes a [`State`], [`restore`]
 //! builds one back. Pure: no I/O, no clock; the bytes depend only on the state, so two servers at
 //! the same log position write the same image.
 //!
@@ -21,6 +21,7 @@ use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+use super::cells::Threads;
 use super::{
     CellIdentity, CellLinks, CellRecord, CellState, Cells, FormationRecord, FormationStatus,
     Rejection, ShortText, State, Text,
@@ -63,10 +64,12 @@ pub fn restore<'de, D: Deserializer<'de>>(
     d: D,
     image_len: usize,
     hash_seed: u64,
+    threads: Threads,
 ) -> Result<State, ImageError<D::Error>> {
     let why = RefCell::new(None);
     let restored = Restore {
         hash_seed,
+        threads,
         max_cells: image_len / MIN_CELL_BYTES,
         why: Why(&why),
     }
@@ -98,6 +101,7 @@ impl Why<'_> {
 
 struct Restore<'w> {
     hash_seed: u64,
+    threads: Threads,
     max_cells: usize,
     why: Why<'w>,
 }
@@ -389,6 +393,7 @@ impl<'de> Visitor<'de> for Restore<'_> {
             state: &mut state,
             texts: &texts,
             hash_seed: self.hash_seed,
+            threads: self.threads,
             max_cells: self.max_cells,
             why,
         })?
@@ -411,6 +416,7 @@ struct CellsSeed<'s> {
     state: &'s mut State,
     texts: &'s [Arc<str>],
     hash_seed: u64,
+    threads: Threads,
     max_cells: usize,
     why: Why<'s>,
 }
@@ -489,7 +495,8 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
         ) else {
             return Err(why.fail("fewer cells than declared".into()));
         };
-        self.state.cells = Cells::from_parts(index, identities, records, self.hash_seed);
+        self.state.cells =
+            Cells::from_parts(index, identities, records, self.hash_seed, self.threads);
         for (number, cells) in members.into_iter().enumerate() {
             if !cells.is_empty() {
                 let formation = self.texts[number].clone();

@@ -98,7 +98,7 @@ impl CellLinks {
         (self.base, Exact(links, self.len()))
     }
 
-    /// The links of [`CellLinks::parts`] back in their layout: chunks start every [`CHUNK`]
+    /// The links of [`CellLinks::parts`] back in their layout: chunks start every `CHUNK`
     /// positions from `base`, as when they were recorded. `None` when there are more links than
     /// the window keeps.
     pub fn from_parts(base: u64, links: &[u32]) -> Option<CellLinks> {

@@ -12,12 +12,15 @@ fn encode(state: &State) -> Vec<u8> {
     postcard::to_stdvec(&Image::new(state)).expect("an image always serializes")
 }
 
+/// Restores on one thread or two (by the seed's parity): both give the same state.
 fn restore(bytes: &[u8], hash_seed: u64) -> Result<State, ImageError<postcard::Error>> {
-    super::restore(
-        &mut postcard::Deserializer::from_bytes(bytes),
-        bytes.len(),
-        hash_seed,
-    )
+    let threads = if hash_seed % 2 == 0 {
+        Threads::One
+    } else {
+        Threads::Two
+    };
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    super::restore(&mut de, bytes.len(), hash_seed, threads)
 }
 
 /// Log positions far enough apart, now and then, to cross link chunks and jump past the link
