@@ -537,44 +537,45 @@ async fn kill_9_during_a_checkpoint_write_leaves_a_correct_boot() {
     ];
     let mut acknowledged = 0;
     for round in 0..2 {
-        let server = BinServer::spawn_unready(dir.path(), &often).await;
-        server.wait_ready().await;
-        // Enough cells that a checkpoint takes a while to write.
-        for batch in 0..10 {
-            let events: Vec<Value> = (0..1000)
-                .map(|i| {
-                    let cell = format!("cell-{round}-{batch}-{i}");
-                    started(&cell, "spec", Some("run"), &ts(i % 3600))
-                })
-                .collect();
-            acknowledged += server
-                .ingest_raw(BATCH, serde_json::to_vec(&events).unwrap())
-                .await
-                .len();
-        }
-        let deadline = Instant::now() + WAIT;
-        let mut seen = false;
-        while !seen && Instant::now() < deadline {
-            let one = started(&format!("more-{acknowledged}"), "s", None, &ts(1));
-            server.ingest_one(&one).await;
-            acknowledged += 1;
-            let data = dir.path().to_path_buf();
-            seen = tokio::task::spawn_blocking(move || {
-                let watch_until = Instant::now() + Duration::from_millis(400);
-                while Instant::now() < watch_until {
-                    if partial_exists(&data) {
-                        return true;
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
+        // Each attempt kills the server the moment a `.partial` file shows up; it counts once
+        // the file is still there afterwards (the write had not finished).
+        let mut killed_mid_write = false;
+        for attempt in 0..10 {
+            let mut server = BinServer::spawn_unready(dir.path(), &often).await;
+            server.wait_ready().await;
+            if attempt == 0 {
+                // Enough cells that a checkpoint takes a while to write.
+                for batch in 0..10 {
+                    let events: Vec<Value> = (0..1000)
+                        .map(|i| {
+                            let cell = format!("cell-{round}-{batch}-{i}");
+                            started(&cell, "spec", Some("run"), &ts(i % 3600))
+                        })
+                        .collect();
+                    acknowledged += server
+                        .ingest_raw(BATCH, serde_json::to_vec(&events).unwrap())
+                        .await
+                        .len();
                 }
-                false
-            })
-            .await
-            .unwrap();
+            }
+            let deadline = Instant::now() + WAIT;
+            let mut killed = false;
+            while !killed && Instant::now() < deadline {
+                let one = started(&format!("more-{acknowledged}"), "s", None, &ts(1));
+                server.ingest_one(&one).await;
+                acknowledged += 1;
+                let data = dir.path().to_path_buf();
+                killed = tokio::task::block_in_place(|| {
+                    server.kill9_when(|| partial_exists(&data), Duration::from_millis(400))
+                });
+            }
+            assert!(killed, "never saw a checkpoint being written");
+            if partial_exists(dir.path()) {
+                killed_mid_write = true;
+                break;
+            }
         }
-        assert!(seen, "never saw a checkpoint being written");
-        server.kill9();
-        assert!(partial_exists(dir.path()), "killed mid-write");
+        assert!(killed_mid_write, "every kill came after the write ended");
     }
 
     let copy = tempfile::tempdir().unwrap();

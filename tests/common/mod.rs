@@ -589,6 +589,24 @@ impl BinServer {
         }
     }
 
+    /// SIGKILL (then reap) the moment `now` says so, looking every 100 µs for at most `within`;
+    /// whether it was killed. Blocks the calling thread: the kill comes within microseconds of
+    /// what `now` saw.
+    pub fn kill9_when(&mut self, now: impl Fn() -> bool, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if now() {
+                if let Some(mut child) = self.child.take() {
+                    child.kill().expect("SIGKILL");
+                    let _ = child.wait();
+                }
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        false
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(mut self) {
         if let Some(mut child) = self.child.take() {
