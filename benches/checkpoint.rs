@@ -19,6 +19,7 @@ mod common;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use cellos_server::fanout::Ring;
 use cellos_server::ingest::Ingestor;
 use cellos_server::log::LogIdentity;
 use cellos_server::state::{snapshot, State};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 const DEFAULT_CELLS: &[u64] = &[100_000, 1_000_000];
 const CELLS_PER_FORMATION: u64 = 4;
@@ -80,7 +81,7 @@ fn benches(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(10));
     for cells in common::cell_counts(DEFAULT_CELLS) {
         let (state, seq) = state(cells);
-        let bytes = format::encode(&identity(), seq, &state);
+        let bytes = format::encode(&identity(), seq, &state).expect("encodes");
         eprintln!(
             "checkpoint of {cells} cells: {} bytes, {:.1} bytes per cell",
             bytes.len(),
@@ -88,7 +89,7 @@ fn benches(c: &mut Criterion) {
         );
         group.throughput(Throughput::Elements(cells));
         group.bench_with_input(BenchmarkId::new("encode", cells), &state, |b, state| {
-            b.iter_with_large_drop(|| format::encode(&identity(), seq, state))
+            b.iter_with_large_drop(|| format::encode(&identity(), seq, state).expect("encodes"))
         });
         // The restored state is dropped outside the timed region: a boot keeps it.
         group.bench_with_input(
@@ -103,6 +104,83 @@ fn benches(c: &mut Criterion) {
         );
     }
     group.finish();
+}
+
+/// The ingest core's rate with and without a checkpoint being encoded on the other core,
+/// alternated every second in one process (so slow drifts of the machine hit both alike):
+/// `CELLOS_BENCH_ALTERNATE=<rounds>` prints each pair and the median ratio.
+fn alternate(rounds: u32) {
+    const CELLS: u64 = 100_000;
+    const BATCH: u64 = 4096;
+    let (state, cursor) = state(CELLS);
+    let mut ingestor = Ingestor::resume(state, cursor);
+    let (_ring, mut ring) = Ring::new(1 << 16);
+    let (publisher, reader) = snapshot::channel();
+    publisher.publish(ingestor.snapshot());
+    let stop = Arc::new(AtomicBool::new(false));
+    let encoding = Arc::new(AtomicBool::new(false));
+    let encoder = {
+        let (stop, encoding) = (stop.clone(), encoding.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if encoding.load(Ordering::Relaxed) {
+                    let snap = reader.load();
+                    let _ = black_box(format::encode(&identity(), snap.cursor, &snap.state));
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    let mut next = cursor;
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let mut rates = [0.0; 2];
+        for (mode, rate) in rates.iter_mut().enumerate() {
+            encoding.store(mode == 1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(100));
+            let (started, mut events, mut ingesting) = (Instant::now(), 0u64, Duration::ZERO);
+            while started.elapsed() < Duration::from_secs(1) {
+                let batch: Vec<_> = (0..BATCH)
+                    .map(|i| {
+                        let cell = common::scattered(next + i, CELLS);
+                        let formation = cell / CELLS_PER_FORMATION;
+                        common::raw(
+                            next + i + 1,
+                            common::CELL_COMMAND_COMPLETED,
+                            cell,
+                            formation,
+                        )
+                    })
+                    .collect();
+                next += BATCH;
+                let t = Instant::now();
+                for raw in &batch {
+                    ingestor.ingest(raw, &mut ring);
+                }
+                publisher.publish(ingestor.snapshot());
+                ring.commit();
+                events += BATCH;
+                // Only ingesting counts, not building the batch.
+                ingesting += t.elapsed();
+            }
+            *rate = events as f64 / ingesting.as_secs_f64();
+        }
+        ratios.push(rates[1] / rates[0]);
+        eprintln!(
+            "round {round}: idle {:.0} events/s, encoding {:.0} events/s ({:+.1}%)",
+            rates[0],
+            rates[1],
+            (rates[1] / rates[0] - 1.0) * 100.0
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = encoder.join();
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "median: encoding runs at {:+.1}% of idle",
+        (ratios[ratios.len() / 2] - 1.0) * 100.0
+    );
 }
 
 /// See the module docs.
@@ -124,7 +202,8 @@ fn ingest_while_encoding(c: &mut Criterion) {
                 let mut written = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let snap = reader.load();
-                    written += format::encode(&identity(), snap.cursor, &snap.state).len() as u64;
+                    written += format::encode(&identity(), snap.cursor, &snap.state)
+                        .map_or(0, |b| b.len() as u64);
                 }
                 written
             })
@@ -170,4 +249,16 @@ fn ingest_while_encoding(c: &mut Criterion) {
 }
 
 criterion_group!(checkpoint, benches, ingest_while_encoding);
-criterion_main!(checkpoint);
+
+fn main() {
+    let alternate_rounds = std::env::var("CELLOS_BENCH_ALTERNATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    match alternate_rounds {
+        Some(rounds) => alternate(rounds),
+        None => {
+            checkpoint();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -86,8 +86,9 @@ async fn state_outlives_log_retention_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.retention_max_events = 10;
+    // A checkpoint at the writer's next look whenever anything was applied.
     c.checkpoints = Schedule {
-        every_events: 5,
+        every_events: 1,
         every: Duration::ZERO,
     };
     let (running, client) = boot(c.clone()).await;

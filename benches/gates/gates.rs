@@ -444,13 +444,15 @@ fn checkpoint_state() -> (State, u64) {
 fn checkpoint_bytes() -> Vec<u8> {
     let (state, seq) = checkpoint_state();
     format::encode(&log_identity(), seq, &state)
+        .expect("encodes")
+        .to_vec()
 }
 
 #[library_benchmark]
 #[bench::cells_10k(setup = checkpoint_state)]
-fn checkpoint_encode(fixture: (State, u64)) -> Vec<u8> {
+fn checkpoint_encode(fixture: (State, u64)) -> bytes::Bytes {
     let (state, seq) = fixture;
-    format::encode(&log_identity(), black_box(seq), black_box(&state))
+    format::encode(&log_identity(), black_box(seq), black_box(&state)).expect("encodes")
 }
 
 #[library_benchmark]

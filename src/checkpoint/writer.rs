@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -179,11 +178,9 @@ impl Writer {
         })
         .await
         .map_err(|e| e.to_string())?;
+        let bytes = bytes.map_err(|e| e.to_string())?;
         let size = bytes.len();
-        self.store
-            .write(seq, Bytes::from(bytes))
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.write(seq, bytes).await.map_err(|e| e.to_string())?;
         Ok((size, encoding))
     }
 

@@ -29,9 +29,9 @@ fn sample() -> State {
 #[test]
 fn a_checkpoint_opens_and_restores_to_its_state() {
     let state = sample();
-    let bytes = encode(&log(), 3, &state);
+    let bytes = encode(&log(), 3, &state).unwrap();
     assert_eq!(&bytes[..8], b"CELLOSCP");
-    assert_eq!(bytes, encode(&log(), 3, &state), "deterministic");
+    assert_eq!(bytes, encode(&log(), 3, &state).unwrap(), "deterministic");
     let opened = open(&bytes).unwrap();
     assert_eq!(
         opened.header,
@@ -46,8 +46,28 @@ fn a_checkpoint_opens_and_restores_to_its_state() {
 }
 
 #[test]
+fn the_head_in_place_is_the_envelope() {
+    let state = sample();
+    let bytes = encode(&log(), 3, &state).unwrap();
+    let header = Header {
+        log: log(),
+        seq: 3,
+        formations: 1,
+        cells: 1,
+    };
+    let payload = postcard::to_stdvec(&(&header, Image::new(&state))).unwrap();
+    let envelope = Envelope {
+        magic: MAGIC,
+        version: FORMAT_VERSION,
+        checksum: crc32fast::hash(&payload),
+        payload: Blob(&payload),
+    };
+    assert_eq!(bytes, postcard::to_stdvec(&envelope).unwrap());
+}
+
+#[test]
 fn damage_is_named() {
-    let bytes = encode(&log(), 3, &sample());
+    let bytes = encode(&log(), 3, &sample()).unwrap();
     assert_eq!(open(b"").err(), Some(FormatError::NotACheckpoint));
     assert_eq!(
         open(b"SQLite format 3\0").err(),
@@ -64,7 +84,7 @@ fn damage_is_named() {
             "{len}: {err:?}"
         );
     }
-    let mut longer = bytes.clone();
+    let mut longer = bytes.to_vec();
     longer.push(0);
     assert!(matches!(
         open(&longer).err(),
@@ -72,7 +92,7 @@ fn damage_is_named() {
     ));
 
     // One flipped bit in the payload: the checksum catches it.
-    let mut flipped = bytes.clone();
+    let mut flipped = bytes.to_vec();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x10;
     assert_eq!(open(&flipped).err(), Some(FormatError::Checksum));
@@ -82,7 +102,7 @@ fn damage_is_named() {
 fn another_version_is_recognised_as_such() {
     let future = postcard::to_stdvec(&(MAGIC, 2u32, 0u32, Blob(b"whatever comes in v2"))).unwrap();
     assert_eq!(open(&future).err(), Some(FormatError::UnknownVersion(2)));
-    let mut bytes = encode(&log(), 3, &sample());
+    let mut bytes = encode(&log(), 3, &sample()).unwrap().to_vec();
     bytes[8] = 7;
     assert_eq!(open(&bytes).err(), Some(FormatError::UnknownVersion(7)));
 }

@@ -3,9 +3,12 @@
 
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
 use super::*;
 use crate::event::decode::Decoder;
 use crate::state::apply::model::{op, Op};
+use crate::state::cells::Threads;
 use crate::state::{apply, CELL_LINK_WINDOW};
 
 fn encode(state: &State) -> Vec<u8> {
