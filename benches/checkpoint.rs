@@ -20,7 +20,7 @@ mod common;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,38 +106,47 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// The ingest core's rate with and without a checkpoint being encoded on the other core,
-/// alternated every second in one process (so slow drifts of the machine hit both alike):
-/// `CELLOS_BENCH_ALTERNATE=<rounds>` prints each pair and the median ratio.
+/// The ingest core's rate with nothing else running, with a checkpoint being encoded without
+/// pause on the other core, and with the other core only holding a snapshot as long as an
+/// encoding does (what keeping old nodes alive costs, apart from the encoding's work), switching
+/// every second in one process (so slow drifts of the machine hit all three alike):
+/// `CELLOS_BENCH_ALTERNATE=<rounds>` prints each round and the median ratios.
 fn alternate(rounds: u32) {
     const CELLS: u64 = 100_000;
     const BATCH: u64 = 4096;
+    const IDLE: u8 = 0;
+    const ENCODING: u8 = 1;
+    const HOLDING: u8 = 2;
     let (state, cursor) = state(CELLS);
     let mut ingestor = Ingestor::resume(state, cursor);
     let (_ring, mut ring) = Ring::new(1 << 16);
     let (publisher, reader) = snapshot::channel();
     publisher.publish(ingestor.snapshot());
     let stop = Arc::new(AtomicBool::new(false));
-    let encoding = Arc::new(AtomicBool::new(false));
+    let mode = Arc::new(AtomicU8::new(IDLE));
     let encoder = {
-        let (stop, encoding) = (stop.clone(), encoding.clone());
+        let (stop, mode) = (stop.clone(), mode.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if encoding.load(Ordering::Relaxed) {
-                    let snap = reader.load();
-                    let _ = black_box(format::encode(&identity(), snap.cursor, &snap.state));
-                } else {
-                    std::thread::sleep(Duration::from_millis(1));
+                let snap = reader.load();
+                match mode.load(Ordering::Relaxed) {
+                    ENCODING => {
+                        let _ = black_box(format::encode(&identity(), snap.cursor, &snap.state));
+                    }
+                    // About what one encoding of this state takes.
+                    HOLDING => std::thread::sleep(Duration::from_millis(30)),
+                    _ => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
         })
     };
     let mut next = cursor;
-    let mut ratios = Vec::new();
+    let (mut encoding, mut holding) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let mut rates = [0.0; 2];
-        for (mode, rate) in rates.iter_mut().enumerate() {
-            encoding.store(mode == 1, Ordering::Relaxed);
+        let mut rates = [0.0; 3];
+        for (phase, rate) in rates.iter_mut().enumerate() {
+            mode.store(phase as u8, Ordering::Relaxed);
+            // Lets an encoding of the previous phase finish.
             std::thread::sleep(Duration::from_millis(100));
             let (started, mut events, mut ingesting) = (Instant::now(), 0u64, Duration::ZERO);
             while started.elapsed() < Duration::from_secs(1) {
@@ -166,20 +175,26 @@ fn alternate(rounds: u32) {
             }
             *rate = events as f64 / ingesting.as_secs_f64();
         }
-        ratios.push(rates[1] / rates[0]);
+        let change = |r: f64| (r / rates[0] - 1.0) * 100.0;
+        encoding.push(change(rates[1]));
+        holding.push(change(rates[2]));
         eprintln!(
-            "round {round}: idle {:.0} events/s, encoding {:.0} events/s ({:+.1}%)",
+            "round {round}: idle {:.0} events/s; encoding {:+.1}%, holding a snapshot {:+.1}%",
             rates[0],
-            rates[1],
-            (rates[1] / rates[0] - 1.0) * 100.0
+            change(rates[1]),
+            change(rates[2])
         );
     }
     stop.store(true, Ordering::Relaxed);
     let _ = encoder.join();
-    ratios.sort_by(f64::total_cmp);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     eprintln!(
-        "median: encoding runs at {:+.1}% of idle",
-        (ratios[ratios.len() / 2] - 1.0) * 100.0
+        "median against idle: encoding {:+.1}%, holding a snapshot {:+.1}%",
+        median(encoding),
+        median(holding)
     );
 }
 
