@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cellos_server::checkpoint::format;
-use cellos_server::fanout::Ring;
+use cellos_server::event::RawEvent;
+use cellos_server::fanout::{Ring, RingWriter};
 use cellos_server::ingest::Ingestor;
 use cellos_server::log::LogIdentity;
-use cellos_server::state::{snapshot, State};
+use cellos_server::state::{snapshot, Publisher, State};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 const DEFAULT_CELLS: &[u64] = &[100_000, 1_000_000];
@@ -106,6 +107,39 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// `count` `command.completed` events to scattered cells of `cells`, from seq `after + 1`.
+fn updates(after: u64, cells: u64, count: u64) -> Vec<RawEvent> {
+    (0..count)
+        .map(|i| {
+            let cell = common::scattered(after + i, cells);
+            let formation = cell / CELLS_PER_FORMATION;
+            common::raw(
+                after + i + 1,
+                common::CELL_COMMAND_COMPLETED,
+                cell,
+                formation,
+            )
+        })
+        .collect()
+}
+
+/// What the ingest thread does per round: the batch, one snapshot publish, one ring commit. The
+/// time it took.
+fn ingest_round(
+    ingestor: &mut Ingestor,
+    ring: &mut RingWriter,
+    publisher: &Publisher,
+    batch: &[RawEvent],
+) -> Duration {
+    let started = Instant::now();
+    for raw in batch {
+        ingestor.ingest(raw, ring);
+    }
+    publisher.publish(ingestor.snapshot());
+    ring.commit();
+    started.elapsed()
+}
+
 /// The ingest core's rate with nothing else running, with a checkpoint being encoded without
 /// pause on the other core, and with the other core only holding a snapshot as long as an
 /// encoding does (what keeping old nodes alive costs, apart from the encoding's work), switching
@@ -150,28 +184,11 @@ fn alternate(rounds: u32) {
             std::thread::sleep(Duration::from_millis(100));
             let (started, mut events, mut ingesting) = (Instant::now(), 0u64, Duration::ZERO);
             while started.elapsed() < Duration::from_secs(1) {
-                let batch: Vec<_> = (0..BATCH)
-                    .map(|i| {
-                        let cell = common::scattered(next + i, CELLS);
-                        let formation = cell / CELLS_PER_FORMATION;
-                        common::raw(
-                            next + i + 1,
-                            common::CELL_COMMAND_COMPLETED,
-                            cell,
-                            formation,
-                        )
-                    })
-                    .collect();
+                let batch = updates(next, CELLS, BATCH);
                 next += BATCH;
-                let t = Instant::now();
-                for raw in &batch {
-                    ingestor.ingest(raw, &mut ring);
-                }
-                publisher.publish(ingestor.snapshot());
-                ring.commit();
-                events += BATCH;
                 // Only ingesting counts, not building the batch.
-                ingesting += t.elapsed();
+                ingesting += ingest_round(&mut ingestor, &mut ring, &publisher, &batch);
+                events += BATCH;
             }
             *rate = events as f64 / ingesting.as_secs_f64();
         }
@@ -228,25 +245,9 @@ fn ingest_while_encoding(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut took = Duration::ZERO;
                 for _ in 0..iters {
-                    let batch: Vec<_> = (0..BATCH)
-                        .map(|i| {
-                            let cell = common::scattered(next + i, CELLS);
-                            common::raw(
-                                next + i + 1,
-                                common::CELL_COMMAND_COMPLETED,
-                                cell,
-                                cell / CELLS_PER_FORMATION,
-                            )
-                        })
-                        .collect();
+                    let batch = updates(next, CELLS, BATCH);
                     next += BATCH;
-                    let started = Instant::now();
-                    for raw in &batch {
-                        ingestor.ingest(raw, &mut ring);
-                    }
-                    publisher.publish(ingestor.snapshot());
-                    ring.commit();
-                    took += started.elapsed();
+                    took += ingest_round(&mut ingestor, &mut ring, &publisher, &batch);
                 }
                 took
             })

@@ -277,15 +277,18 @@ impl JetStreamLog {
         }
     }
 
-    /// The stream's current state (one JetStream API request).
-    async fn stream_state(&self) -> Result<stream::State, LogError> {
+    /// The stream's info (one JetStream API request).
+    async fn stream_info(&self) -> Result<stream::Info, LogError> {
         self.usable().await?;
-        let info = self
-            .stream
+        self.stream
             .get_info()
             .await
-            .map_err(|e| unavailable("JetStream stream info", e))?;
-        Ok(info.state)
+            .map_err(|e| unavailable("JetStream stream info", e))
+    }
+
+    /// The stream's current state.
+    async fn stream_state(&self) -> Result<stream::State, LogError> {
+        Ok(self.stream_info().await?.state)
     }
 
     async fn read_range(&self, after: u64, max: usize) -> Result<Vec<RawEvent>, LogError> {
@@ -375,12 +378,7 @@ impl EventLog for JetStreamLog {
     /// The stream's name and creation time: a stream deleted and created again is another log.
     fn identity(&self) -> BoxFuture<'_, Result<LogIdentity, LogError>> {
         Box::pin(async move {
-            self.usable().await?;
-            let info = self
-                .stream
-                .get_info()
-                .await
-                .map_err(|e| unavailable("JetStream stream info", e))?;
+            let info = self.stream_info().await?;
             Ok(LogIdentity {
                 stream: STREAM_NAME.into(),
                 epoch: info.created.unix_timestamp_nanos().to_string(),
