@@ -428,18 +428,9 @@ async fn damaged_foreign_and_future_checkpoints_are_skipped() {
 
     // A checkpoint ahead of the log's end (the log restored from an older copy) is skipped
     // without being read, and so is a checkpoint whose name and header disagree.
-    let renamed = files[0]
-        .1
-        .with_file_name("checkpoint-00000000000000000015.ckpt");
     std::fs::write(&newest, &good).unwrap();
-    std::fs::rename(&newest, &renamed).unwrap();
-    std::fs::write(
-        files[0]
-            .1
-            .with_file_name("checkpoint-00000000000000000099.ckpt"),
-        &good,
-    )
-    .unwrap();
+    std::fs::rename(&newest, with_seq(&newest, 15)).unwrap();
+    std::fs::write(with_seq(&newest, 99), &good).unwrap();
     let mut c = config(dir.path());
     c.shutdown_grace = Duration::ZERO; // no checkpoint at the stop
     let (running, client) = boot(c).await;
@@ -453,6 +444,46 @@ async fn damaged_foreign_and_future_checkpoints_are_skipped() {
     }
     assert_eq!(client.every_get().await, want);
     stop(running).await;
+}
+
+/// `path` (a checkpoint file) renamed to another seq of the same log.
+fn with_seq(path: &Path, seq: u64) -> std::path::PathBuf {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let tag = &name["checkpoint-".len() + 21..];
+    path.with_file_name(format!("checkpoint-{seq:020}-{tag}"))
+}
+
+/// Checkpoints named for another log (this directory's log file was replaced) are passed over
+/// without being read, even newer ones, and go once this log has a checkpoint of its own; they
+/// never push this log's own out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_of_another_log_never_displace_this_logs() {
+    let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    history_with_checkpoint(other.path(), 0, 30).await;
+    let foreign = checkpoint_files(other.path()).await;
+    let foreign_name = foreign[0].1.file_name().unwrap().to_owned();
+    history_with_checkpoint(dir.path(), 0, 5).await;
+    let ckpts = dir.path().join("checkpoints");
+    std::fs::copy(&foreign[0].1, ckpts.join(&foreign_name)).unwrap();
+    let (running, client) = boot(config(dir.path())).await;
+    assert_eq!(client.metric("cellos_checkpoint_boot_seq").await, Some(5.0));
+    let skipped = "cellos_checkpoint_skipped_total{reason=\"other_log\"}";
+    assert_eq!(client.metric(skipped).await, Some(1.0));
+    client
+        .ingest_one(&started("one-more", "s", None, &ts(1)))
+        .await;
+    stop(running).await;
+    let left: Vec<u64> = checkpoint_files(dir.path())
+        .await
+        .iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(
+        left,
+        vec![6, 5],
+        "the other log's checkpoint (seq 30) is gone"
+    );
+    assert!(!ckpts.join(&foreign_name).exists());
 }
 
 /// Keeps the newest three checkpoints, written every N events off the ingest thread.

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
-use super::store::{name_of, seq_of, CheckpointStore, Stored, StoreError, MAX_CHECKPOINT_BYTES};
+use super::store::{stored, CheckpointStore, Stored, StoreError, MAX_CHECKPOINT_BYTES};
 use crate::log::jetstream::stream_config;
 use crate::log::BoxFuture;
 
@@ -106,13 +106,7 @@ impl CheckpointStore for BucketStore {
                 if info.deleted {
                     continue;
                 }
-                if let Some(seq) = seq_of(&info.name) {
-                    found.push(Stored {
-                        seq,
-                        name: info.name,
-                        size: info.size as u64,
-                    });
-                }
+                found.extend(stored(&info.name, info.size as u64));
             }
             found.sort_by_key(|s| std::cmp::Reverse(s.seq));
             Ok(found)
@@ -141,7 +135,8 @@ impl CheckpointStore for BucketStore {
         }))
     }
 
-    fn write(&self, seq: u64, bytes: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn write(&self, name: &str, bytes: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
+        let name = name.to_owned();
         Box::pin(async move {
             let size = bytes.len() as u64;
             if size > MAX_CHECKPOINT_BYTES {
@@ -149,7 +144,7 @@ impl CheckpointStore for BucketStore {
             }
             self.attempt(|bucket| async move {
                 let meta = ObjectMetadata {
-                    name: name_of(seq),
+                    name,
                     chunk_size: Some(CHUNK_BYTES),
                     ..Default::default()
                 };

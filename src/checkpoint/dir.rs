@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::store::{name_of, seq_of, CheckpointStore, Stored, StoreError, MAX_CHECKPOINT_BYTES};
+use super::store::{stored, CheckpointStore, Stored, StoreError, MAX_CHECKPOINT_BYTES};
 use crate::log::BoxFuture;
 
 /// Suffix of a checkpoint file; its stem is the checkpoint's name.
@@ -72,13 +72,8 @@ fn list(dir: &Path) -> Result<Vec<Stored>, StoreError> {
         let Some(name) = file.to_str().and_then(|f| f.strip_suffix(SUFFIX)) else {
             continue;
         };
-        let Some(seq) = seq_of(name) else { continue };
         let size = entry.metadata().map_err(io)?.len();
-        found.push(Stored {
-            seq,
-            name: name.to_owned(),
-            size,
-        });
+        found.extend(stored(name, size));
     }
     found.sort_by_key(|s| std::cmp::Reverse(s.seq));
     Ok(found)
@@ -102,14 +97,13 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-fn write(dir: &Path, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
-    let name = name_of(seq);
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let partial = dir.join(format!("{name}{PARTIAL}"));
     let mut file = fs::File::create(&partial).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);
-    fs::rename(&partial, DirStore::path(dir, &name)).map_err(io)?;
+    fs::rename(&partial, DirStore::path(dir, name)).map_err(io)?;
     // The rename is durable once the directory is.
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
@@ -128,12 +122,13 @@ impl CheckpointStore for DirStore {
         self.blocking(move |dir| read(dir, &name))
     }
 
-    fn write(&self, seq: u64, bytes: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn write(&self, name: &str, bytes: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
         if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
             let size = bytes.len() as u64;
             return Box::pin(async move { Err(StoreError::TooLarge { size }) });
         }
-        self.blocking(move |dir| write(dir, seq, &bytes))
+        let name = name.to_owned();
+        self.blocking(move |dir| write(dir, &name, &bytes))
     }
 
     fn remove(&self, name: &str) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -150,16 +145,19 @@ mod tests {
     async fn writes_list_newest_first_and_half_written_files_go_on_open() {
         let data = tempfile::tempdir().unwrap();
         let store = DirStore::open(data.path()).unwrap();
-        store.write(7, Bytes::from_static(b"seven")).await.unwrap();
-        store.write(12, Bytes::from_static(b"twelve")).await.unwrap();
-        store.write(7, Bytes::from_static(b"seven")).await.unwrap();
-        fs::write(store.dir().join("checkpoint-00000000000000000099.ckpt.partial"), b"x").unwrap();
+        let (seven, twelve) = ("checkpoint-00000000000000000007-0000abcd", "checkpoint-00000000000000000012-0000abcd");
+        store.write(seven, Bytes::from_static(b"seven")).await.unwrap();
+        store.write(twelve, Bytes::from_static(b"twelve")).await.unwrap();
+        store.write(seven, Bytes::from_static(b"seven")).await.unwrap();
+        let half = format!("checkpoint-00000000000000000099-0000abcd{SUFFIX}{PARTIAL}");
+        fs::write(store.dir().join(half), b"x").unwrap();
         fs::write(store.dir().join("notes.txt"), b"not a checkpoint").unwrap();
         let listed = store.list().await.unwrap();
         assert_eq!(
             listed.iter().map(|s| (s.seq, s.size)).collect::<Vec<_>>(),
             vec![(12, 6), (7, 5)]
         );
+        assert_eq!(listed[0].log_tag, "0000abcd");
         assert_eq!(store.read(&listed[0].name).await.unwrap(), b"twelve");
         store.remove(&listed[1].name).await.unwrap();
         assert_eq!(store.list().await.unwrap().len(), 1);

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::format::{self, FormatError};
-use super::store::{CheckpointStore, Stored};
+use super::store::{log_tag, CheckpointStore, Stored};
 use crate::ingest::boot::BootProgress;
 use crate::log::{Bounds, LogIdentity};
 use crate::metrics::Metrics;
@@ -62,7 +62,19 @@ pub async fn newest(
 ) -> Option<Loaded> {
     let started = Instant::now();
     boot.set_phase(Some(format!("looking for a checkpoint in {}", store.describe())));
-    let listed = list(store).await?;
+    let tag = log_tag(identity);
+    let (listed, others): (Vec<_>, Vec<_>) = list(store)
+        .await?
+        .into_iter()
+        .partition(|s| s.log_tag == tag);
+    for other in &others {
+        metrics.checkpoint_skipped("other_log");
+        tracing::warn!(
+            checkpoint = %other.name,
+            store = %store.describe(),
+            "checkpoint of another log skipped (its name says so); it is removed after the next checkpoint"
+        );
+    }
     for stored in listed {
         boot.set_phase(Some(format!(
             "loading checkpoint {} (the projection through seq {}), then replaying the log after it",

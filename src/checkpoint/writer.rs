@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::format;
-use super::store::{CheckpointStore, KEEP};
+use super::store::{log_tag, name_of, CheckpointStore, KEEP};
 use crate::log::{EventLog, LogIdentity};
 use crate::metrics::Metrics;
 use crate::state::{Reader, Snapshot};
@@ -143,7 +143,7 @@ impl Writer {
                     failures: 0,
                     identity: progress.identity.clone(),
                 };
-                self.keep_newest().await;
+                self.keep_newest(&progress.identity).await;
             }
             Err(why) => {
                 self.metrics.checkpoint.failures.increment(1);
@@ -170,6 +170,7 @@ impl Writer {
         snapshot: Arc<Snapshot>,
     ) -> Result<(usize, Duration), String> {
         let seq = snapshot.cursor;
+        let name = name_of(seq, identity);
         let identity = identity.clone();
         let (bytes, encoding) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -180,12 +181,14 @@ impl Writer {
         .map_err(|e| e.to_string())?;
         let bytes = bytes.map_err(|e| e.to_string())?;
         let size = bytes.len();
-        self.store.write(seq, bytes).await.map_err(|e| e.to_string())?;
+        self.store.write(&name, bytes).await.map_err(|e| e.to_string())?;
         Ok((size, encoding))
     }
 
-    /// Removes all but the newest [`KEEP`] checkpoints (written by any server on this store).
-    async fn keep_newest(&self) {
+    /// Removes all but the newest [`KEEP`] checkpoints of this log (written by any server on
+    /// this store), and every checkpoint of another log: a store serves one log, and those of a
+    /// log that was replaced can never be used again.
+    async fn keep_newest(&self, log: &LogIdentity) {
         let listed = match self.store.list().await {
             Ok(listed) => listed,
             Err(e) => {
@@ -193,7 +196,9 @@ impl Writer {
                 return;
             }
         };
-        for old in listed.iter().skip(KEEP) {
+        let tag = log_tag(log);
+        let (ours, others): (Vec<_>, Vec<_>) = listed.into_iter().partition(|s| s.log_tag == tag);
+        for old in ours.iter().skip(KEEP).chain(&others) {
             if let Err(e) = self.store.remove(&old.name).await {
                 tracing::warn!(checkpoint = %old.name, error = %e, "removing an old checkpoint failed");
             }
