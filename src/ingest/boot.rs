@@ -172,5 +172,14 @@ mod tests {
         b.add_events(3);
         b.add_events(4);
         assert_eq!(b.events(), 7);
+        b.set_phase(Some("loading checkpoint checkpoint-7".into()));
+        assert!(b
+            .detail(0)
+            .starts_with("the projection is starting: loading checkpoint checkpoint-7"));
+        b.set_phase(None);
+        assert!(b.detail(7).contains("applied through seq 7 of 100"));
+        assert!(b.warnings().is_empty());
+        b.warn("events 1 to 2 (2) were removed".into());
+        assert_eq!(b.warnings(), ["events 1 to 2 (2) were removed"]);
     }
 }
