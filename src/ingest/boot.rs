@@ -105,7 +105,9 @@ impl BootProgress {
     /// What a request refused during the replay is told.
     pub fn detail(&self, cursor: u64) -> String {
         if let Some(phase) = self.phase.lock().ok().and_then(|p| p.clone()) {
-            return format!("the projection is starting: {phase}; retry shortly");
+            return format!(
+                "the projection is replaying the event log after a start: {phase}; retry shortly"
+            );
         }
         match self.target() {
             Some(target) => format!(
@@ -173,9 +175,11 @@ mod tests {
         b.add_events(4);
         assert_eq!(b.events(), 7);
         b.set_phase(Some("loading checkpoint checkpoint-7".into()));
-        assert!(b
-            .detail(0)
-            .starts_with("the projection is starting: loading checkpoint checkpoint-7"));
+        assert_eq!(
+            b.detail(0),
+            "the projection is replaying the event log after a start: loading checkpoint \
+             checkpoint-7; retry shortly"
+        );
         b.set_phase(None);
         assert!(b.detail(7).contains("applied through seq 7 of 100"));
         assert!(b.warnings().is_empty());
