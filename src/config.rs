@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use async_nats::jetstream::stream::Placement;
+
 use crate::checkpoint::Schedule;
 use crate::fanout::DEFAULT_RING_CAPACITY;
+use crate::log::jetstream::{
+    NatsAuth, NatsSettings, NatsTls, Secret, SettingsError, StreamSettings, MAX_REPLICAS,
+};
 
 /// Default checkpoint triggers: at the replay rates measured here (about 400,000 events/s) a
 /// boot then replays at most a quarter of a second of log after loading the checkpoint.
@@ -33,9 +38,67 @@ pub struct Args {
     #[arg(long, env = "CELLOS_SERVER_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
 
-    /// NATS server URL; when set, JetStream stream CELLOS_EVENTS is the event log.
+    /// NATS seed servers, comma-separated (nats://host:port or tls://host:port; credentials as
+    /// user:password@ or token@ are accepted and never logged); when set, JetStream stream
+    /// CELLOS_EVENTS is the event log. The client also uses the servers the cluster advertises.
     #[arg(long, env = "CELLOS_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
+
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "CELLOS_NATS_USER", hide_env_values = true)]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with --nats-user). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "CELLOS_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS token. Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "CELLOS_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// NATS creds file (a user JWT and its nkey seed, for servers in operator mode).
+    #[arg(long, env = "CELLOS_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// File holding the NATS nkey seed (SU...) of an nkey user.
+    #[arg(long, env = "CELLOS_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that sign the NATS servers' certificates (default: the system's).
+    #[arg(long, env = "CELLOS_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for NATS servers that verify clients (with --nats-tls-key).
+    #[arg(long, env = "CELLOS_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --nats-tls-cert.
+    #[arg(long, env = "CELLOS_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// Refuse NATS servers that do not offer TLS (also implied by tls:// seeds).
+    #[arg(long, env = "CELLOS_NATS_TLS_REQUIRED")]
+    pub nats_tls_required: bool,
+
+    /// Replicas of the stream and of the checkpoint bucket when the server creates them (1..=5;
+    /// 3 on a production cluster). An existing stream is used as it is; a different value is
+    /// logged as a warning.
+    #[arg(long, env = "CELLOS_NATS_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REPLICAS as u64))]
+    pub nats_stream_replicas: u64,
+
+    /// Place the stream and the checkpoint bucket in this NATS cluster (by name).
+    #[arg(long, env = "CELLOS_NATS_PLACEMENT_CLUSTER")]
+    pub nats_placement_cluster: Option<String>,
+
+    /// Place the stream and the checkpoint bucket on servers with these tags (comma-separated).
+    #[arg(long, env = "CELLOS_NATS_PLACEMENT_TAGS", value_delimiter = ',')]
+    pub nats_placement_tags: Vec<String>,
+
+    /// Most bytes the stream keeps, oldest removed first (0 = no bound).
+    #[arg(long, env = "CELLOS_NATS_MAX_BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    pub nats_max_bytes: u64,
 
     /// Directory of the embedded event log (used when no NATS URL is set).
     #[arg(long, env = "CELLOS_DATA_DIR", default_value = "./cellos-data")]
@@ -142,8 +205,23 @@ pub struct Args {
 /// Where events are stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogBackend {
-    Embedded { data_dir: PathBuf },
-    JetStream { url: String },
+    Embedded {
+        data_dir: PathBuf,
+    },
+    JetStream {
+        nats: NatsSettings,
+        stream: StreamSettings,
+    },
+}
+
+impl LogBackend {
+    /// JetStream at these seeds (comma-separated URLs), with the default stream settings.
+    pub fn jetstream(urls: &str) -> Result<LogBackend, SettingsError> {
+        Ok(LogBackend::JetStream {
+            nats: NatsSettings::from_urls(urls)?,
+            stream: StreamSettings::default(),
+        })
+    }
 }
 
 /// Validated configuration.
@@ -182,21 +260,106 @@ pub enum ConfigError {
     EmptyToken,
     #[error("CELLOS_NATS_URL must not be empty when set")]
     EmptyNatsUrl,
+    #[error("{0}")]
+    Nats(#[from] SettingsError),
+    #[error("CELLOS_NATS_USER and CELLOS_NATS_PASSWORD go together")]
+    UserWithoutPassword,
+    #[error("NATS settings ({0}) are given but CELLOS_NATS_URL is not: the embedded log needs none")]
+    NatsSettingsWithoutUrl(&'static str),
 }
 
 impl Args {
+    /// Seeds, credentials (from the URLs or their own settings, one way only) and TLS.
+    fn nats_settings(&self, urls: &str) -> Result<NatsSettings, ConfigError> {
+        let auth = match (&self.nats_user, &self.nats_password) {
+            (Some(user), Some(password)) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password: Secret::new(password.clone()),
+            },
+            (None, None) => NatsAuth::None,
+            _ => return Err(ConfigError::UserWithoutPassword),
+        };
+        let mut settings = NatsSettings::from_urls(urls)?.with_auth(auth)?;
+        if let Some(token) = &self.nats_token {
+            settings = settings.with_auth(NatsAuth::Token(Secret::new(token.clone())))?;
+        }
+        if let Some(path) = &self.nats_nkey {
+            settings = settings.with_auth(NatsAuth::NkeySeedFile(path.clone()))?;
+        }
+        if let Some(path) = &self.nats_creds {
+            settings = settings.with_auth(NatsAuth::CredsFile(path.clone()))?;
+        }
+        settings.tls = NatsTls {
+            ca: self.nats_tls_ca.clone(),
+            client: match (&self.nats_tls_cert, &self.nats_tls_key) {
+                (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                (None, None) => None,
+                _ => return Err(SettingsError::CertWithoutKey.into()),
+            },
+            required: self.nats_tls_required,
+        };
+        Ok(settings)
+    }
+
+    fn stream_settings(&self) -> StreamSettings {
+        let placement = (self.nats_placement_cluster.is_some()
+            || !self.nats_placement_tags.is_empty())
+        .then(|| Placement {
+            cluster: self.nats_placement_cluster.clone(),
+            tags: self.nats_placement_tags.clone(),
+        });
+        StreamSettings {
+            replicas: self.nats_stream_replicas as usize,
+            placement,
+            max_bytes: if self.nats_max_bytes == 0 {
+                -1
+            } else {
+                self.nats_max_bytes as i64
+            },
+        }
+    }
+
+    /// A NATS-only setting given without a NATS URL, if any (its flag's name).
+    fn nats_setting_given(&self) -> Option<&'static str> {
+        [
+            (self.nats_user.is_some(), "--nats-user"),
+            (self.nats_password.is_some(), "--nats-password"),
+            (self.nats_token.is_some(), "--nats-token"),
+            (self.nats_creds.is_some(), "--nats-creds"),
+            (self.nats_nkey.is_some(), "--nats-nkey"),
+            (self.nats_tls_ca.is_some(), "--nats-tls-ca"),
+            (self.nats_tls_cert.is_some(), "--nats-tls-cert"),
+            (self.nats_tls_key.is_some(), "--nats-tls-key"),
+            (self.nats_tls_required, "--nats-tls-required"),
+            (self.nats_stream_replicas != 1, "--nats-stream-replicas"),
+            (self.nats_placement_cluster.is_some(), "--nats-placement-cluster"),
+            (!self.nats_placement_tags.is_empty(), "--nats-placement-tags"),
+            (self.nats_max_bytes != 0, "--nats-max-bytes"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let api_token = match self.api_token {
+        let api_token = match self.api_token.clone() {
             None => return Err(ConfigError::MissingToken),
             Some(t) if t.trim().is_empty() => return Err(ConfigError::EmptyToken),
             Some(t) => t,
         };
-        let log = match self.nats_url {
+        let log = match self.nats_url.as_deref() {
             Some(url) if url.trim().is_empty() => return Err(ConfigError::EmptyNatsUrl),
-            Some(url) => LogBackend::JetStream { url },
-            None => LogBackend::Embedded {
-                data_dir: self.data_dir,
+            Some(url) => LogBackend::JetStream {
+                nats: self.nats_settings(url)?,
+                stream: self.stream_settings(),
             },
+            None => {
+                if let Some(setting) = self.nats_setting_given() {
+                    return Err(ConfigError::NatsSettingsWithoutUrl(setting));
+                }
+                LogBackend::Embedded {
+                    data_dir: self.data_dir.clone(),
+                }
+            }
         };
         Ok(Config {
             api_token,
@@ -287,12 +450,7 @@ mod tests {
     #[test]
     fn nats_url_selects_jetstream() {
         let c = parse(&["--api-token", "t", "--nats-url", "nats://127.0.0.1:4222"]).unwrap();
-        assert_eq!(
-            c.log,
-            LogBackend::JetStream {
-                url: "nats://127.0.0.1:4222".into()
-            }
-        );
+        assert_eq!(c.log, LogBackend::jetstream("nats://127.0.0.1:4222").unwrap());
         assert!(Args::try_parse_from(["x", "--ring-capacity", "10"]).is_err());
         assert!(Args::try_parse_from(["x", "--max-connections", "0"]).is_err());
         assert!(Args::try_parse_from(["x", "--nats-ack-timeout-ms", "10"]).is_err());

@@ -88,6 +88,9 @@ pub enum LogError {
     TooLarge { size: usize, limit: usize },
     #[error("event log storage error: {0}")]
     Storage(String),
+    /// The log's settings cannot work (found at start: a credentials file missing, say).
+    #[error("event log settings: {0}")]
+    Settings(String),
 }
 
 /// A batch handed from a tail: the events (ascending seq) and whether the tail had reached the

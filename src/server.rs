@@ -141,17 +141,30 @@ async fn open_storage(config: &Config) -> Result<Storage, StartError> {
             let checkpoints = store.map(|s| Arc::new(s) as Arc<dyn CheckpointStore>);
             Ok(Storage { log, checkpoints })
         }
-        LogBackend::JetStream { url } => {
+        LogBackend::JetStream { nats, stream } => {
             // Returns at once: an unreachable NATS is retried in the background (not ready,
-            // writes answer 503), never replaced by the embedded log.
+            // writes answer 503), never replaced by the embedded log. Settings that cannot work
+            // (a credentials or TLS file missing or unusable) fail here, before anything runs.
+            tracing::info!(
+                servers = ?nats.servers,
+                auth = nats.auth.kind(),
+                tls_ca = ?nats.tls.ca,
+                tls_client_certificate = nats.tls.client.is_some(),
+                tls_required = nats.tls.required,
+                stream_replicas = stream.replicas,
+                "event log: JetStream"
+            );
             let options = JetStreamOptions {
                 ack_timeout: config.nats_ack_timeout,
                 setup_wait: config.write_timeout,
+                stream: stream.clone(),
                 ..JetStreamOptions::default()
             };
-            let log = JetStreamLog::connect(url, options).await?;
-            let checkpoints = enabled
-                .then(|| Arc::new(BucketStore::new(log.context())) as Arc<dyn CheckpointStore>);
+            let log = JetStreamLog::connect(nats, options).await?;
+            let checkpoints = enabled.then(|| {
+                let store = BucketStore::new(log.context(), log.stream_settings().clone());
+                Arc::new(store) as Arc<dyn CheckpointStore>
+            });
             Ok(Storage {
                 log: Arc::new(log),
                 checkpoints,

@@ -17,7 +17,7 @@ use cellos_server::log::{Append, EventLog};
 use cellos_server::Config;
 use common::ws::{connect, frames, next, Got};
 use common::*;
-use nats::Nats;
+use nats::{settings, Nats};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -168,9 +168,7 @@ impl Server {
     async fn start(dir: &TempDir, log: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Server {
         let mut config = Config::for_tests(TOKEN, dir.path().to_path_buf());
         if let Some(url) = log {
-            config.log = LogBackend::JetStream {
-                url: url.to_owned(),
-            };
+            config.log = LogBackend::jetstream(url).expect("a NATS URL");
         }
         tweak(&mut config);
         let (running, client) = start_config(config).await;
@@ -386,7 +384,7 @@ async fn a_jetstream_append_right_after_connecting_waits_for_the_stream() {
         if i % 2 == 0 {
             delete_stream(&nats).await;
         }
-        let log = JetStreamLog::connect(&nats.url(), JetStreamOptions::default())
+        let log = JetStreamLog::connect(&settings(&nats.url()), JetStreamOptions::default())
             .await
             .expect("connect");
         let ev = started(&format!("early-{i}"), "spec", None, &ts(1));

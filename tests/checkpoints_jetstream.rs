@@ -17,9 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn config(url: &str, dir: &std::path::Path) -> cellos_server::Config {
     let mut c = cellos_server::Config::for_tests(TOKEN, dir.to_path_buf());
-    c.log = LogBackend::JetStream {
-        url: url.to_owned(),
-    };
+    c.log = LogBackend::jetstream(url).expect("a NATS URL");
     c.checkpoints = Schedule {
         every_events: 100,
         every: Duration::ZERO,

@@ -17,12 +17,13 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream::Stream};
 use cellos_server::config::LogBackend;
 use cellos_server::log::jetstream::{
-    drift, stream_config, JetStreamLog, JetStreamOptions, STREAM_NAME,
+    drift, stream_config, JetStreamLog, JetStreamOptions, NatsAuth, NatsSettings, StreamSettings,
+    STREAM_NAME,
 };
 use cellos_server::log::{Append, Bounds, EventLog, LogError, MAX_DEDUPE_ID_BYTES};
 use common::*;
 use futures_util::StreamExt;
-use nats::Nats;
+use nats::{settings, Nats};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -100,9 +101,7 @@ impl Js {
     async fn start_unready_with(url: &str, tweak: impl FnOnce(&mut cellos_server::Config)) -> Js {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
-        config.log = LogBackend::JetStream {
-            url: url.to_owned(),
-        };
+        config.log = LogBackend::jetstream(url).expect("a NATS URL");
         tweak(&mut config);
         let (running, client) = start_config(config).await;
         Js {
@@ -213,7 +212,7 @@ async fn supervisor_events_are_replayed_then_followed_live() {
     let nats = nats_or_skip!();
     let js = nats.jetstream().await;
     // A stream the operator created with other settings is used as it is (and the drift logged).
-    let mut theirs = stream_config();
+    let mut theirs = stream_config(&StreamSettings::default());
     theirs.duplicate_window = Duration::from_secs(60);
     theirs.max_messages = 100_000;
     js.create_stream(theirs.clone()).await.unwrap();
@@ -435,7 +434,10 @@ async fn a_log_that_was_reset_is_refused_by_readyz() {
     nats.restart().await;
     // Another producer publishes into the new, empty stream (the server recreates it too).
     let js = nats.jetstream().await;
-    let _ = js.get_or_create_stream(stream_config()).await.unwrap();
+    let _ = js
+        .get_or_create_stream(stream_config(&StreamSettings::default()))
+        .await
+        .unwrap();
     publish(
         &js,
         "cellos.events.cells.x.started",
@@ -612,7 +614,12 @@ async fn one_consumer_per_server_not_per_request_or_socket() {
     let stream = stream_of(&nats).await;
     // The stream this server created has the reference settings.
     let config = stream.get_info().await.unwrap().config;
-    assert!(drift(&config).is_empty(), "{:?}", drift(&config));
+    let defaults = StreamSettings::default();
+    assert!(
+        drift(&config, &defaults).is_empty(),
+        "{:?}",
+        drift(&config, &defaults)
+    );
     assert_eq!((config.num_replicas, config.allow_direct), (1, false));
     assert_eq!(consumer_count(&stream).await, 1);
     let evs: Vec<Value> = (0..20)
@@ -715,14 +722,22 @@ fn append(subject: &str, payload: &str, id: &str) -> Append {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_keeps_the_embedded_logs_contract() {
     let nats = nats_or_skip!();
-    // Only an unparsable URL fails at once (an unreachable server is retried).
+    // Only unusable settings fail at once (an unreachable server is retried).
+    let missing = NatsSettings {
+        auth: NatsAuth::CredsFile("/nonexistent/cellos.creds".into()),
+        ..settings(&nats.url())
+    };
+    let err = JetStreamLog::connect(&missing, JetStreamOptions::default())
+        .await
+        .err()
+        .expect("a missing creds file fails at once");
     assert!(
-        JetStreamLog::connect("nats://[::1", JetStreamOptions::default())
-            .await
-            .is_err()
+        err.to_string()
+            .contains("creds file /nonexistent/cellos.creds"),
+        "{err}"
     );
     let log = Arc::new(
-        JetStreamLog::connect(&nats.url(), JetStreamOptions::default())
+        JetStreamLog::connect(&settings(&nats.url()), JetStreamOptions::default())
             .await
             .unwrap(),
     );
@@ -833,7 +848,7 @@ async fn the_log_keeps_the_embedded_logs_contract() {
 async fn an_idle_tail_outlives_several_heartbeat_intervals() {
     let nats = nats_or_skip!();
     let log = Arc::new(
-        JetStreamLog::connect(&nats.url(), JetStreamOptions::default())
+        JetStreamLog::connect(&settings(&nats.url()), JetStreamOptions::default())
             .await
             .unwrap(),
     );

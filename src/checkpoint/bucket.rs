@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
 use super::store::{stored, CheckpointStore, Stored, StoreError, MAX_CHECKPOINT_BYTES};
-use crate::log::jetstream::stream_config;
+use crate::log::jetstream::StreamSettings;
 use crate::log::BoxFuture;
 
 pub const BUCKET: &str = "CELLOS_CHECKPOINTS";
@@ -26,6 +26,7 @@ const CHUNK_BYTES: usize = 512 * 1024;
 
 pub struct BucketStore {
     js: Context,
+    settings: StreamSettings,
     bucket: Mutex<Option<ObjectStore>>,
 }
 
@@ -34,9 +35,12 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl BucketStore {
-    pub fn new(js: Context) -> BucketStore {
+    /// The bucket on `js`, created (when missing) with the event stream's replicas and
+    /// placement.
+    pub fn new(js: Context, settings: StreamSettings) -> BucketStore {
         BucketStore {
             js,
+            settings,
             bucket: Mutex::new(None),
         }
     }
@@ -54,7 +58,8 @@ impl BucketStore {
                     bucket: BUCKET.into(),
                     description: Some("cellos-server projection checkpoints".into()),
                     storage: StorageType::File,
-                    num_replicas: stream_config().num_replicas,
+                    num_replicas: self.settings.replicas,
+                    placement: self.settings.placement.clone(),
                     ..Default::default()
                 };
                 let created = self.js.create_object_store(config).await;

@@ -169,7 +169,7 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
         match e {
             LogError::TooLarge { .. } => ApiError::new(Kind::PayloadTooLarge, e.to_string()),
-            LogError::Unavailable(_) | LogError::Storage(_) => {
+            LogError::Unavailable(_) | LogError::Storage(_) | LogError::Settings(_) => {
                 tracing::warn!(error = %e, "event log unavailable");
                 ApiError::unavailable(STORE_UNAVAILABLE)
             }

@@ -23,6 +23,7 @@
 //!   seq after any error, gap or reconnect (see `tail.rs`).
 
 mod append;
+pub mod connect;
 mod setup;
 mod tail;
 
@@ -33,7 +34,7 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::jetstream::stream::{self, RawMessageErrorKind};
 use async_nats::jetstream::{self, Context};
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, Event};
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -43,7 +44,8 @@ use super::{
     MAX_READ_BYTES, MAX_READ_EVENTS,
 };
 use crate::event::RawEvent;
-pub use setup::{drift, stream_config};
+pub use connect::{NatsAuth, NatsSettings, NatsTls, Secret, SettingsError};
+pub use setup::{drift, stream_config, StreamSettings, MAX_REPLICAS};
 use setup::{ensure_loop, STREAM_NOT_FOUND};
 
 pub const STREAM_NAME: &str = "CELLOS_EVENTS";
@@ -78,6 +80,8 @@ pub struct JetStreamOptions {
     /// How long an operation that arrives before the log was ever ready (still connecting, or
     /// the stream still being looked up or created) waits for that, before it fails.
     pub setup_wait: Duration,
+    /// What the stream is created with (and checked against).
+    pub stream: StreamSettings,
 }
 
 impl Default for JetStreamOptions {
@@ -86,6 +90,7 @@ impl Default for JetStreamOptions {
             ack_timeout: DEFAULT_ACK_TIMEOUT,
             api_timeout: API_TIMEOUT,
             setup_wait: DEFAULT_SETUP_WAIT,
+            stream: StreamSettings::default(),
         }
     }
 }
@@ -147,6 +152,7 @@ pub struct JetStreamLog {
     shared: Arc<Shared>,
     ack_timeout: Duration,
     setup_wait: Duration,
+    stream_settings: StreamSettings,
     ensure_task: JoinHandle<()>,
 }
 
@@ -155,9 +161,16 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
 }
 
 impl JetStreamLog {
-    /// Starts connecting to `url` in the background and returns at once. Fails only for a URL
-    /// that cannot be parsed (which is not echoed: it may hold credentials).
-    pub async fn connect(url: &str, options: JetStreamOptions) -> Result<JetStreamLog, LogError> {
+    /// Starts connecting to the seed servers in the background and returns at once. Fails only
+    /// for settings that cannot work (a credentials or TLS file missing or unusable), never for
+    /// an unreachable server; the error names the problem, never a secret.
+    pub async fn connect(
+        settings: &NatsSettings,
+        options: JetStreamOptions,
+    ) -> Result<JetStreamLog, LogError> {
+        let connect = settings
+            .connect_options()
+            .map_err(|e| LogError::Settings(e.to_string()))?;
         let (link, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             ensured: AtomicBool::new(false),
@@ -167,7 +180,7 @@ impl JetStreamLog {
             link,
         });
         let events = shared.clone();
-        let client = ConnectOptions::new()
+        let client = connect
             .name("cellos-server")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
@@ -177,9 +190,9 @@ impl JetStreamLog {
                 events.on_event(&event);
                 std::future::ready(())
             })
-            .connect(url)
+            .connect(settings.servers.clone())
             .await
-            .map_err(|e| LogError::Unavailable(format!("invalid CELLOS_NATS_URL: {e}")))?;
+            .map_err(|e| LogError::Settings(format!("CELLOS_NATS_URL: {}", e.kind())))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(options.api_timeout)
             // Acks given up on are dropped; their in-flight permits come back after this.
@@ -189,7 +202,12 @@ impl JetStreamLog {
             .get_stream_no_info(STREAM_NAME)
             .await
             .map_err(|e| unavailable("stream handle", e))?;
-        let ensure_task = tokio::spawn(ensure_loop(js.clone(), client.clone(), shared.clone()));
+        let ensure_task = tokio::spawn(ensure_loop(
+            js.clone(),
+            client.clone(),
+            shared.clone(),
+            options.stream.clone(),
+        ));
         Ok(JetStreamLog {
             client,
             js,
@@ -197,8 +215,15 @@ impl JetStreamLog {
             shared,
             ack_timeout: options.ack_timeout,
             setup_wait: options.setup_wait,
+            stream_settings: options.stream,
             ensure_task,
         })
+    }
+
+    /// What the stream is created with: other buckets the server keeps take the same replicas
+    /// and placement.
+    pub fn stream_settings(&self) -> &StreamSettings {
+        &self.stream_settings
     }
 
     /// The JetStream context of this log's connection (other buckets the server keeps, such as

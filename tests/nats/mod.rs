@@ -224,3 +224,8 @@ impl Drop for Nats {
         }
     }
 }
+
+/// Connection settings for a NATS URL with no credentials or TLS.
+pub fn settings(url: &str) -> cellos_server::log::jetstream::NatsSettings {
+    cellos_server::log::jetstream::NatsSettings::from_urls(url).expect("a NATS URL")
+}

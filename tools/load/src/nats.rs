@@ -48,10 +48,12 @@ pub fn cell_event(run: u64, i: u64) -> (String, Bytes) {
 
 /// Gets or creates the stream with the server's own settings.
 async fn stream(js: &jetstream::Context) -> Result<()> {
-    js.get_or_create_stream(cellos_server::log::jetstream::stream_config())
-        .await
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("get or create CELLOS_EVENTS: {e}"))
+    js.get_or_create_stream(cellos_server::log::jetstream::stream_config(
+        &cellos_server::log::jetstream::StreamSettings::default(),
+    ))
+    .await
+    .map(|_| ())
+    .map_err(|e| anyhow::anyhow!("get or create CELLOS_EVENTS: {e}"))
 }
 
 pub async fn connect(url: &str) -> Result<jetstream::Context> {
