@@ -17,6 +17,9 @@ use crate::state::Snapshot;
 pub const MAX_BATCH_EVENTS: usize = 4096;
 /// Batches buffered between the tailer and the ingest thread.
 pub const BATCH_QUEUE: usize = 16;
+/// Longest pause between two attempts at reading a failing log: an outage is noticed to be over
+/// within about this long.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// How often the log's end is read (the `log_lag` gauge, and noticing a log that was reset).
 const LOG_END_PERIOD: Duration = Duration::from_secs(1);
 
@@ -179,7 +182,7 @@ pub async fn run_tailer(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_RETRY_PAUSE);
             }
         }
     }

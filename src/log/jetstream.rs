@@ -54,7 +54,8 @@ pub const STREAM_SUBJECTS: &str = "cellos.events.>";
 pub const STREAM_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// The stream's duplicate window: the same as the embedded log's dedupe window.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_millis(DEDUPE_WINDOW_MS);
-/// Rounds of publishes one `append` makes before giving up on unacknowledged events.
+/// One `append` keeps publishing unacknowledged events again for this many ack timeouts, then
+/// gives up (503).
 pub const PUBLISH_ROUNDS: u32 = 3;
 /// Default wait for the acks of one round (`--nats-ack-timeout-ms`).
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);

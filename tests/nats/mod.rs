@@ -1,15 +1,19 @@
 //! A real `nats-server` for the JetStream tests: JetStream on, its own store directory, a free
-//! loopback port, stopped on drop. Every wait is bounded.
+//! loopback port, stopped on drop. Every wait is bounded. A server can also run from a config
+//! file the test writes (TLS, authorization, a cluster node: [`NatsSpec`], `cluster.rs`).
 //!
 //! When `nats-server` is not installed the tests print why and pass, unless
 //! `CELLOS_REQUIRE_NATS=1`, which makes them fail loudly instead.
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -30,11 +34,41 @@ fn find_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("binding a free loopback port")
         .port()
+}
+
+/// How test clients connect to a server (credentials, TLS).
+pub type ClientOptions = Arc<dyn Fn() -> async_nats::ConnectOptions + Send + Sync>;
+
+/// A server run from a config file.
+#[derive(Clone)]
+pub struct NatsSpec {
+    /// The config file; `{port}` and `{store}` are filled in with the client port and the
+    /// store directory.
+    pub conf: String,
+    /// How test clients (and the readiness check) connect.
+    pub client: ClientOptions,
+    /// `nats` or `tls`.
+    pub scheme: &'static str,
+}
+
+/// The binary, or `None` after saying why (a failure under `CELLOS_REQUIRE_NATS=1`).
+pub fn binary_or_skip() -> Option<PathBuf> {
+    let found = find_binary();
+    if found.is_none() {
+        if std::env::var("CELLOS_REQUIRE_NATS").as_deref() == Ok("1") {
+            panic!("CELLOS_REQUIRE_NATS=1 but nats-server is not on PATH (nor in /usr/sbin)");
+        }
+        eprintln!(
+            "SKIPPED: nats-server is not installed (not on PATH, nor in /usr/sbin); \
+             install it or set CELLOS_REQUIRE_NATS=1 to make this a failure"
+        );
+    }
+    found
 }
 
 /// A running (or stopped, between [`Nats::stop`] and [`Nats::restart`]) nats-server.
@@ -45,30 +79,23 @@ pub struct Nats {
     store: TempDir,
     logs: TempDir,
     starts: u32,
+    spec: Option<NatsSpec>,
 }
 
 impl Nats {
     /// Starts a fresh server, or returns `None` (after saying why) when nats-server is missing
     /// and `CELLOS_REQUIRE_NATS` is not `1`.
     pub async fn start() -> Option<Nats> {
-        let Some(bin) = find_binary() else {
-            if std::env::var("CELLOS_REQUIRE_NATS").as_deref() == Ok("1") {
-                panic!("CELLOS_REQUIRE_NATS=1 but nats-server is not on PATH (nor in /usr/sbin)");
-            }
-            eprintln!(
-                "SKIPPED: nats-server is not installed (not on PATH, nor in /usr/sbin); \
-                 install it or set CELLOS_REQUIRE_NATS=1 to make this a failure"
-            );
-            return None;
-        };
-        let mut nats = Nats {
-            bin,
-            child: None,
-            port: 0,
-            store: tempfile::tempdir().expect("store dir"),
-            logs: tempfile::tempdir().expect("log dir"),
-            starts: 0,
-        };
+        Nats::start_spec(None).await
+    }
+
+    /// [`Nats::start`] from a config file.
+    pub async fn start_with(spec: NatsSpec) -> Option<Nats> {
+        Nats::start_spec(Some(spec)).await
+    }
+
+    async fn start_spec(spec: Option<NatsSpec>) -> Option<Nats> {
+        let mut nats = Nats::new(binary_or_skip()?, spec, 0);
         // Another process may take the port between picking and binding it: pick again.
         for _ in 0..5 {
             nats.port = free_port();
@@ -79,8 +106,26 @@ impl Nats {
         panic!("nats-server did not start:\n{}", nats.log_text());
     }
 
+    /// A server on a port chosen by the caller, not started yet (cluster nodes).
+    pub fn new(bin: PathBuf, spec: Option<NatsSpec>, port: u16) -> Nats {
+        Nats {
+            bin,
+            child: None,
+            port,
+            store: tempfile::tempdir().expect("store dir"),
+            logs: tempfile::tempdir().expect("log dir"),
+            starts: 0,
+            spec,
+        }
+    }
+
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = self.spec.as_ref().map_or("nats", |s| s.scheme);
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn store_dir(&self) -> &Path {
@@ -101,22 +146,47 @@ impl Nats {
         out
     }
 
-    /// Spawns on `self.port` and waits until JetStream answers. `false` if the process exited
-    /// (typically: the port was taken).
-    async fn spawn_and_wait(&mut self) -> bool {
+    /// Spawns on `self.port` without waiting for it.
+    pub fn spawn(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path()).expect("nats log file");
-        let child = Command::new(&self.bin)
-            .arg("-js")
-            .arg("-sd")
-            .arg(self.store.path())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+        let mut command = Command::new(&self.bin);
+        match &self.spec {
+            None => command.arg("-js").arg("-sd").arg(self.store.path()).args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+            ]),
+            Some(spec) => {
+                let conf = spec
+                    .conf
+                    .replace("{port}", &self.port.to_string())
+                    .replace("{store}", &self.store.path().display().to_string());
+                let path = self.logs.path().join(format!("nats-{}.conf", self.starts));
+                std::fs::write(&path, conf).expect("writing the nats-server config");
+                command.arg("-c").arg(path)
+            }
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("spawning nats-server");
         self.child = Some(child);
+    }
+
+    /// Spawns on `self.port` and waits until JetStream answers. `false` if the process exited
+    /// (typically: the port was taken).
+    async fn spawn_and_wait(&mut self) -> bool {
+        self.spawn();
+        self.wait_ready().await
+    }
+
+    /// Waits until the server accepts connections and JetStream answers. `false` if the process
+    /// exited.
+    pub async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + NATS_TIMEOUT;
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         loop {
@@ -152,6 +222,14 @@ impl Nats {
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, then reap: a node lost without warning.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -194,11 +272,13 @@ impl Nats {
     pub async fn client(&self) -> async_nats::Client {
         let deadline = Instant::now() + NATS_TIMEOUT;
         loop {
+            let options = match &self.spec {
+                Some(spec) => (spec.client)(),
+                None => async_nats::ConnectOptions::new(),
+            };
             let attempt = tokio::time::timeout(
                 Duration::from_secs(5),
-                async_nats::ConnectOptions::new()
-                    .name("cellos-test-producer")
-                    .connect(self.url()),
+                options.name("cellos-test-producer").connect(self.url()),
             )
             .await;
             match attempt {

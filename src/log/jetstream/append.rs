@@ -1,5 +1,12 @@
 //! `append`: one pipelined round of publishes, then the acks; unacknowledged events go out again
-//! with the same `Nats-Msg-Id`, a bounded number of rounds.
+//! with the same `Nats-Msg-Id` (the stream's duplicate window answers a retry of a stored event
+//! with its seq) until [`PUBLISH_ROUNDS`] × the ack timeout has passed, then the append fails.
+//!
+//! A publish nobody answers ("no responders": no server takes the stream's subjects) is retried
+//! like an unacknowledged one: on a cluster it is what a stream leader election looks like for a
+//! moment, and a write that arrives then waits for the new leader within that bound instead of
+//! failing at once. A stream that is really gone is noticed by the log's own checks (stream
+//! info, the tail), which know it from an explicit "stream not found".
 //!
 //! Events of one append are stored in the order given while the connection holds (one
 //! connection, publishes sent in order). An event published again after a timeout may land after
@@ -12,7 +19,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use tokio::time::Instant;
 
-use super::{unavailable, JetStreamLog, HEADER_OVERHEAD, PUBLISH_ROUNDS};
+use super::{JetStreamLog, HEADER_OVERHEAD, PUBLISH_ROUNDS};
 use crate::log::{check_appends, Append, LogError};
 
 impl JetStreamLog {
@@ -40,13 +47,19 @@ impl JetStreamLog {
         let mut seqs = vec![0u64; events.len()];
         let mut todo: Vec<usize> = (0..events.len()).collect();
         let mut why = String::new();
-        for round in 0..PUBLISH_ROUNDS {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(50 << round)).await;
+        let give_up = Instant::now() + self.ack_timeout * PUBLISH_ROUNDS;
+        let mut pause = Duration::from_millis(100);
+        for round in 1.. {
+            if round > 1 {
+                if Instant::now() + pause >= give_up {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
                 // A dropped connection answers now instead of after more timeouts.
                 self.ready()?;
             }
-            let deadline = Instant::now() + self.ack_timeout;
+            let deadline = (Instant::now() + self.ack_timeout).min(give_up);
             // Every publish goes out before any ack is awaited.
             let mut acks = Vec::with_capacity(todo.len());
             for &i in &todo {
@@ -79,9 +92,9 @@ impl JetStreamLog {
                     // A duplicate's ack carries the seq the original was stored under.
                     Ok(Ok(ack)) => seqs[i] = ack.sequence,
                     Ok(Err(e)) if e.kind() == PublishErrorKind::StreamNotFound => {
-                        // No stream took it (nothing was stored).
-                        self.stream_missing();
-                        return Err(unavailable("publishing to JetStream", e));
+                        why = "no server took it (the stream is electing a leader, or missing)"
+                            .into();
+                        failed.push(i);
                     }
                     Ok(Err(e)) => {
                         why = e.to_string();
@@ -98,16 +111,17 @@ impl JetStreamLog {
             }
             tracing::warn!(
                 unacknowledged = failed.len(),
-                round = round + 1,
+                round,
                 error = %why,
                 "JetStream publishes not acknowledged; publishing them again with the same ids"
             );
             todo = failed;
         }
         Err(LogError::Unavailable(format!(
-            "JetStream did not acknowledge {} of {} events after {PUBLISH_ROUNDS} attempts: {why}",
+            "JetStream did not acknowledge {} of {} events within {} ms: {why}",
             todo.len(),
-            events.len()
+            events.len(),
+            (self.ack_timeout * PUBLISH_ROUNDS).as_millis()
         )))
     }
 }

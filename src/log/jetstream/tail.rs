@@ -29,14 +29,22 @@ const PULL_BATCH: usize = 16_384;
 const PULL_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// How long one pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// The server sends a heartbeat this often while a pull waits; two missed end the consumer.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// The server sends a heartbeat this often while a pull waits; two missed end the consumer. On a
+/// cluster this is how the tail learns that the node holding its consumer is gone (when the
+/// connection itself is to another node), so it bounds how long the projection stalls after a
+/// node loss: at 5 s, writes waited 10 s for their event to be applied after the stream leader
+/// was killed; at 1 s, 2 s.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// The server removes a consumer nobody pulled from for this long (orphans of a crash).
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 /// How long `next` waits for NATS to come back before reporting the outage as an error.
 const OUTAGE_WAIT: Duration = Duration::from_secs(30);
 /// Inside a batch, how long to wait for the next message the server reported pending.
 const PENDING_WAIT: Duration = Duration::from_millis(5);
+/// Bound on creating a consumer. Shorter than the API timeout: right after a node loss the
+/// request can go unanswered while the cluster elects leaders, and the next try (the tailer
+/// retries at once) usually lands; the projection stalls for less.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a tail waiting for NATS re-checks the connection (besides connection events).
 const HEALTH_POLL: Duration = Duration::from_millis(250);
 
@@ -156,11 +164,13 @@ impl JetStreamTail {
     /// Creates a consumer starting after `last` and its message stream.
     async fn open(&self) -> Result<Active, LogError> {
         let connects = self.log.connects();
-        let consumer: PullConsumer = self
+        let create = self
             .log
             .js
-            .create_consumer_on_stream(consumer_config(self.last), STREAM_NAME)
+            .create_consumer_on_stream(consumer_config(self.last), STREAM_NAME);
+        let consumer: PullConsumer = tokio::time::timeout(CREATE_TIMEOUT, create)
             .await
+            .map_err(|_| unavailable("creating the JetStream tail consumer", "timed out"))?
             .map_err(|e| {
                 if let ConsumerErrorKind::JetStream(j) = e.kind() {
                     if j.error_code() == STREAM_NOT_FOUND {
