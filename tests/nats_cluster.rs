@@ -168,9 +168,27 @@ async fn writes_survive_the_loss_of_the_leader_and_of_the_served_node() {
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.num_replicas, 3, "an R3 stream");
     assert_eq!(info.cluster.as_ref().unwrap().replicas.len(), 2);
+    // The checkpoint bucket (created when the boot looked for a checkpoint) has the same
+    // replicas.
+    let mut bucket = js.get_stream("OBJ_CELLOS_CHECKPOINTS").await.unwrap();
+    assert_eq!(bucket.info().await.unwrap().config.num_replicas, 3);
 
     let stop = Arc::new(AtomicBool::new(false));
     let answers = Arc::new(Mutex::new(Vec::new()));
+    // Reads and readiness, sampled all along.
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let monitor = {
+        let (c, stop, samples) = (client.clone(), stop.clone(), samples.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let read = c.get("/v1/cells?limit=1").await.status;
+                let ready = c.get("/readyz").await;
+                let detail = ready.json()["detail"].as_str().unwrap_or("").to_owned();
+                samples.lock().unwrap().push((read, ready.status, detail));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let writers: Vec<_> = (0..2)
         .map(|lane| tokio::spawn(writer(client.clone(), lane, stop.clone(), answers.clone())))
         .collect();
@@ -199,7 +217,19 @@ async fn writes_survive_the_loss_of_the_leader_and_of_the_served_node() {
     for w in writers {
         w.await.unwrap();
     }
+    monitor.await.unwrap();
     let answers = answers.lock().unwrap().clone();
+    // Reads kept serving the last snapshot; readiness said why when it was not ready.
+    let samples = samples.lock().unwrap().clone();
+    assert!(samples.iter().all(|s| s.0 == 200), "a read was refused");
+    let unready: Vec<&String> = samples
+        .iter()
+        .filter(|s| s.1 != 200)
+        .map(|s| &s.2)
+        .collect();
+    for detail in &unready {
+        assert!(detail.starts_with("event log unreachable: "), "{detail}");
+    }
     let stored = stream_messages(&cluster).await;
     let last = stored.last().map_or(0, |m| m.0);
 
@@ -260,8 +290,11 @@ async fn writes_survive_the_loss_of_the_leader_and_of_the_served_node() {
     let failed = answers.iter().filter(|a| !ok(a)).count();
     eprintln!(
         "cluster failover: {} writes, {failed} answered 503, the slowest in {slowest:?}; \
-         stream leader killed: {}; connected node killed: {}",
+         /readyz not ready in {} of {} samples; stream leader killed: {}; connected node \
+         killed: {}",
         answers.len(),
+        unready.len(),
+        samples.len(),
         failover(&answers, leader_lost, node_lost),
         failover(&answers, node_lost, Instant::now()),
     );

@@ -119,6 +119,12 @@ struct Shared {
     reensure: Notify,
     /// Bumped on every connection event and stream (re)ensure: wakes tails waiting on NATS.
     link: watch::Sender<u64>,
+    /// Why the last attempt to connect (or the server) failed, until a connection succeeds:
+    /// "authorization violation", "tls error"... The client reports kinds, never credentials.
+    connect_error: Mutex<Option<String>>,
+    /// Why the last append failed while connected (no stream leader to take it, no ack), until
+    /// an append succeeds or the stream answers again: `/readyz` reports it.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -132,8 +138,59 @@ impl Shared {
                 tracing::warn!("lost the connection to NATS; reconnecting");
                 self.bump();
             }
-            Event::Connected | Event::Closed => self.bump(),
+            Event::Connected => {
+                self.set_connect_error(None);
+                self.bump();
+            }
+            Event::Closed => self.bump(),
+            // Only the kind of the error; what each server answered comes with the next
+            // attempt (`note_attempts`), and is kept over this.
+            Event::ClientError(e) => self.set_connect_error_if_none(e.to_string()),
+            Event::ServerError(e) => self.set_connect_error_if_none(e.to_string()),
             _ => {}
+        }
+    }
+
+    /// Before each connection attempt the client shows its servers and what each last failed
+    /// with (the error and its cause: a TLS alert, an authorization violation): kept for
+    /// `/readyz` and logged when it changes. Server addresses carry no credentials (they are
+    /// taken out of the URLs), and connection errors none either.
+    fn note_attempts(&self, servers: &[async_nats::Server]) {
+        let errors: Vec<String> = servers
+            .iter()
+            .filter(|s| s.failed_attempts > 0)
+            .filter_map(|s| {
+                let why = s.last_error.as_ref()?;
+                Some(format!("{}: {why}", s.addr.as_url_str()))
+            })
+            .collect();
+        if !errors.is_empty() {
+            self.set_connect_error(Some(errors.join("; ")));
+        }
+    }
+
+    fn set_connect_error_if_none(&self, why: String) {
+        let unset = self.connect_error.lock().is_ok_and(|e| e.is_none());
+        if unset {
+            self.set_connect_error(Some(why));
+        }
+    }
+
+    /// Records why connecting fails; logs each new reason once (the client retries forever).
+    fn set_connect_error(&self, why: Option<String>) {
+        let Ok(mut last) = self.connect_error.lock() else {
+            return;
+        };
+        if let Some(why) = why.as_ref().filter(|w| last.as_ref() != Some(w)) {
+            tracing::error!(error = %why, "cannot connect to NATS; retrying");
+        }
+        *last = why;
+    }
+
+    /// Appends failed (`Some`) or work again (`None`).
+    fn set_write_failure(&self, why: Option<String>) {
+        if let Ok(mut failure) = self.write_failure.lock() {
+            *failure = why;
         }
     }
 
@@ -179,8 +236,11 @@ impl JetStreamLog {
             ensure_error: Mutex::new(None),
             reensure: Notify::new(),
             link,
+            connect_error: Mutex::new(None),
+            write_failure: Mutex::new(None),
         });
         let events = shared.clone();
+        let attempts = shared.clone();
         let client = connect
             .name("cellos-server")
             .retry_on_initial_connect()
@@ -190,6 +250,11 @@ impl JetStreamLog {
             .event_callback(move |event| {
                 events.on_event(&event);
                 std::future::ready(())
+            })
+            .reconnect_to_server_callback(move |servers, _| {
+                attempts.note_attempts(&servers);
+                // No choice of ours: the client's own order (shuffled, fewest failures first).
+                std::future::ready(None)
             })
             .connect(settings.servers.clone())
             .await
@@ -243,7 +308,31 @@ impl JetStreamLog {
     }
 
     fn ready(&self) -> Result<(), LogError> {
-        self.health().map_err(LogError::Unavailable)
+        self.reachable().map_err(LogError::Unavailable)
+    }
+
+    /// Connected, and the stream known to exist: what operations wait for. (A stream that lost
+    /// its leader is still reachable: operations go on and retry within their bounds.)
+    fn reachable(&self) -> Result<(), String> {
+        let state = self.client.connection_state();
+        if state != State::Connected {
+            let last = self.shared.connect_error.lock().ok().and_then(|e| e.clone());
+            return Err(match last {
+                Some(why) => format!("not connected to NATS: {state}; last error: {why}"),
+                None => format!("not connected to NATS: {state}"),
+            });
+        }
+        if !self.shared.ensured.load(Ordering::Acquire) {
+            let why = self
+                .shared
+                .ensure_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "not checked yet".into());
+            return Err(format!("JetStream stream {STREAM_NAME} not ready: {why}"));
+        }
+        Ok(())
     }
 
     /// [`Self::ready`], but an operation that arrives during the first setup (connecting, the
@@ -303,13 +392,17 @@ impl JetStreamLog {
         }
     }
 
-    /// The stream's info (one JetStream API request).
+    /// The stream's info (one JetStream API request). An answer means the stream has a leader
+    /// again: a past write failure is over.
     async fn stream_info(&self) -> Result<stream::Info, LogError> {
         self.usable().await?;
-        self.stream
+        let info = self
+            .stream
             .get_info()
             .await
-            .map_err(|e| unavailable("JetStream stream info", e))
+            .map_err(|e| unavailable("JetStream stream info", e))?;
+        self.shared.set_write_failure(None);
+        Ok(info)
     }
 
     /// The stream's current state.
@@ -413,21 +506,12 @@ impl EventLog for JetStreamLog {
     }
 
     fn health(&self) -> Result<(), String> {
-        let state = self.client.connection_state();
-        if state != State::Connected {
-            return Err(format!("not connected to NATS: {state}"));
+        self.reachable()?;
+        let failure = self.shared.write_failure.lock().ok().and_then(|f| f.clone());
+        match failure {
+            Some(why) => Err(format!("JetStream is not taking writes: {why}")),
+            None => Ok(()),
         }
-        if !self.shared.ensured.load(Ordering::Acquire) {
-            let why = self
-                .shared
-                .ensure_error
-                .lock()
-                .ok()
-                .and_then(|e| e.clone())
-                .unwrap_or_else(|| "not checked yet".into());
-            return Err(format!("JetStream stream {STREAM_NAME} not ready: {why}"));
-        }
-        Ok(())
     }
 }
 

@@ -107,6 +107,7 @@ impl JetStreamLog {
                 }
             }
             if failed.is_empty() {
+                self.shared.set_write_failure(None);
                 return Ok(seqs);
             }
             tracing::warn!(
@@ -117,11 +118,13 @@ impl JetStreamLog {
             );
             todo = failed;
         }
-        Err(LogError::Unavailable(format!(
+        let why = format!(
             "JetStream did not acknowledge {} of {} events within {} ms: {why}",
             todo.len(),
             events.len(),
             (self.ack_timeout * PUBLISH_ROUNDS).as_millis()
-        )))
+        );
+        self.shared.set_write_failure(Some(why.clone()));
+        Err(LogError::Unavailable(why))
     }
 }

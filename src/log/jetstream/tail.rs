@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{unavailable, JetStreamLog, STREAM_NAME, STREAM_NOT_FOUND};
 use crate::event::RawEvent;
-use crate::log::{BoxFuture, EventLog, LogError, LogTail, TailBatch, MAX_READ_EVENTS};
+use crate::log::{BoxFuture, LogError, LogTail, TailBatch, MAX_READ_EVENTS};
 
 /// Messages one pull request asks for. The client sends the next request when half of what was
 /// asked for is taken, so at most 1.5 × this waits in the client: below its subscription channel
@@ -139,7 +139,7 @@ impl JetStreamTail {
         let deadline = Instant::now() + OUTAGE_WAIT;
         loop {
             self.link.borrow_and_update();
-            match self.log.health() {
+            match self.log.reachable() {
                 Ok(()) => break,
                 Err(why) => {
                     self.retire();

@@ -94,3 +94,25 @@ fn secrets_never_show_in_debug() {
     assert!(shown.contains("operator") && shown.contains("<redacted>"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+/// A creds file (user JWT and nkey seed, as `nsc` writes them) is accepted. The server side of
+/// operator mode is not tested here: see the README.
+#[test]
+fn a_creds_file_in_the_nsc_layout_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = nkeys::KeyPair::new_user().seed().unwrap();
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    );
+    let path = dir.path().join("user.creds");
+    std::fs::write(&path, creds).unwrap();
+    let settings = NatsSettings {
+        auth: NatsAuth::CredsFile(path),
+        ..NatsSettings::from_urls("nats://127.0.0.1:4222").unwrap()
+    };
+    assert!(settings.connect_options().is_ok());
+    assert!(!format!("{settings:?}").contains(&seed));
+}
