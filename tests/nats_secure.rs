@@ -1,9 +1,10 @@
 //! The server (the real binary, whose log is read) on nats-servers that require credentials or
 //! TLS, each started by the test from a config file it writes: TLS with a CA made here, with and
-//! without client certificates (mTLS); nkey users; user and password; a token. With the right
-//! settings the server is ready and stores writes; with wrong credentials it says why in its log
-//! and in `/readyz`, and never shows the secret. Without nats-server installed these tests say
-//! so and pass, unless `CELLOS_REQUIRE_NATS=1`.
+//! without client certificates (mTLS); nkey users; user and password; a token; a creds file on a
+//! server in operator mode (JWTs minted here). With the right settings the server is ready and
+//! stores writes; with wrong credentials it says why in its log and in `/readyz`, and never shows
+//! the secret. Without nats-server installed these tests say so and pass, unless
+//! `CELLOS_REQUIRE_NATS=1`.
 
 mod common;
 mod nats;
@@ -278,6 +279,115 @@ async fn a_token() {
         &nats.url(),
         &[("CELLOS_NATS_TOKEN", "tok-wrong-9Z")],
         "tok-wrong-9Z",
+        "authorization violation",
+    )
+    .await;
+}
+
+/// JWTs of NATS decentralized authentication (an operator, an account, a user), minted here:
+/// a JSON claim set signed with the issuer's nkey (ed25519), base64url without padding.
+mod jwt {
+    use data_encoding::BASE64URL_NOPAD;
+    use nkeys::KeyPair;
+    use serde_json::{json, Value};
+
+    fn encode(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> String {
+        let claims = json!({
+            "jti": format!("{name}-{}", &subject[..12]),
+            "iat": 1_700_000_000,
+            "iss": issuer.public_key(),
+            "sub": subject,
+            "name": name,
+            "nats": nats,
+        });
+        let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        let body = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
+        let signed = format!("{header}.{body}");
+        let signature = issuer.sign(signed.as_bytes()).unwrap();
+        format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature))
+    }
+
+    pub fn operator(op: &KeyPair) -> String {
+        encode(
+            op,
+            &op.public_key(),
+            "op",
+            json!({"type": "operator", "version": 2}),
+        )
+    }
+
+    /// An account without limits; with JetStream enabled if `jetstream` (the system account
+    /// the server needs must not have it).
+    pub fn account(op: &KeyPair, account: &KeyPair, name: &str, jetstream: bool) -> String {
+        let js = if jetstream { -1 } else { 0 };
+        let limits = json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": js, "disk_storage": js, "streams": js, "consumer": js,
+        });
+        let nats = json!({"limits": limits, "type": "account", "version": 2});
+        encode(op, &account.public_key(), name, nats)
+    }
+
+    pub fn user(account: &KeyPair, user: &KeyPair) -> String {
+        let nats = json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        });
+        encode(account, &user.public_key(), "cellos-server", nats)
+    }
+
+    /// A creds file as `nsc` writes it: the user JWT, then the user's seed.
+    pub fn creds(jwt: &str, seed: &str) -> String {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_on_a_server_in_operator_mode() {
+    let op = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let conf = format!(
+        "operator: \"{}\"\nsystem_account: {}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {}: \"{}\"\n  {}: \"{}\"\n}}\n",
+        jwt::operator(&op),
+        system.public_key(),
+        system.public_key(),
+        jwt::account(&op, &system, "SYS", false),
+        account.public_key(),
+        jwt::account(&op, &account, "cellos", true),
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let creds_of = |name: &str, issuer: &nkeys::KeyPair| {
+        let user = nkeys::KeyPair::new_user();
+        let seed = user.seed().unwrap();
+        let file = keys.path().join(name);
+        std::fs::write(&file, jwt::creds(&jwt::user(issuer, &user), &seed)).unwrap();
+        (file, seed)
+    };
+    let (good, _) = creds_of("cellos.creds", &account);
+    let test_creds = good.clone();
+    let client: nats::ClientOptions = Arc::new(move || {
+        let text = std::fs::read_to_string(&test_creds).unwrap();
+        async_nats::ConnectOptions::with_credentials(&text).unwrap()
+    });
+    let Some(nats) = Nats::start_with(spec(conf, "nats", client)).await else {
+        return;
+    };
+    serves(&nats.url(), &[("CELLOS_NATS_CREDS", &path(&good))]).await;
+
+    // A user signed by an account the operator does not know.
+    let (stranger, seed) = creds_of("stranger.creds", &nkeys::KeyPair::new_account());
+    refused(
+        &nats.url(),
+        &[("CELLOS_NATS_CREDS", &path(&stranger))],
+        &seed,
         "authorization violation",
     )
     .await;
