@@ -161,7 +161,8 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ws_pong_timeout_secs: u64,
 
-    /// How long a write waits for its event to be logged and applied before answering 503 (ms).
+    /// Every write is answered within this in all (ms): waiting for the boot replay, for its
+    /// event to be logged and to be applied share one deadline; past it, 503.
     #[arg(long, env = "CELLOS_WRITE_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub write_timeout_ms: u64,

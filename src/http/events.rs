@@ -117,12 +117,11 @@ pub async fn ingest(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
     // Appended during the boot replay, the events could not be applied (and answered) before
     // the replay is over anyway: wait for it first, so a replay that outlasts the timeout
     // answers 503 with nothing appended.
-    ctx.until_replayed(ctx.config.write_timeout).await?;
-    let seqs = tokio::time::timeout(ctx.config.write_timeout, ctx.log.append(appends))
-        .await
-        .map_err(|_| ApiError::unavailable(super::problem::STORE_UNAVAILABLE))??;
+    let deadline = ctx.write_deadline();
+    ctx.until_replayed_by(deadline).await?;
+    let seqs = ctx.append_by(appends, deadline).await?;
     if let Some(&last) = seqs.iter().max() {
-        ctx.wait_applied(last).await?;
+        ctx.wait_applied(last, deadline).await?;
     }
     let mut out = Vec::with_capacity(16 + seqs.len() * 8);
     out.extend_from_slice(b"{\"seqs\":[");

@@ -7,6 +7,7 @@ use chrono::Utc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::body::{media_type, read_body};
@@ -36,11 +37,13 @@ fn in_use(name: &str, holder: Uuid) -> ApiError {
     )
 }
 
-async fn emit(ctx: &Ctx, ev: &FormationEvent<'_>) -> Result<u64, ApiError> {
+/// Appends `ev` and waits until it is applied, both by `deadline` (the write's).
+async fn emit(ctx: &Ctx, ev: &FormationEvent<'_>, deadline: Instant) -> Result<u64, ApiError> {
     ctx.append_and_wait(
         ev.subject(),
         ev.payload(),
         ev.event_id.hyphenated().to_string(),
+        deadline,
     )
     .await
 }
@@ -48,6 +51,7 @@ async fn emit(ctx: &Ctx, ev: &FormationEvent<'_>) -> Result<u64, ApiError> {
 /// Emits a lifecycle event for an existing formation and waits until it is applied.
 async fn transition(
     ctx: &Ctx,
+    deadline: Instant,
     record: &FormationRecord,
     phase: Phase,
     failed_cell_ids: &[String],
@@ -67,6 +71,7 @@ async fn transition(
             reason,
             document: None,
         },
+        deadline,
     )
     .await
 }
@@ -75,7 +80,8 @@ async fn transition(
 pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, MAX_FORMATION_BODY, ctx.config.body_timeout).await?;
     let admitted = admission::admit(&body)?;
-    ctx.until_replayed(ctx.config.write_timeout).await?;
+    let deadline = ctx.write_deadline();
+    ctx.until_replayed_by(deadline).await?;
     // A cheap early answer; the authoritative decision is the projection's, by log order.
     if let Some(holder) = ctx.reader.load().state.name_holder(&admitted.name) {
         return Err(in_use(&admitted.name, holder.id));
@@ -93,7 +99,7 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         reason: None,
         document: Some(&admitted.document),
     };
-    let seq = emit(ctx, &ev).await?;
+    let seq = emit(ctx, &ev, deadline).await?;
     let snap = ctx.reader.load();
     if snap.state.formation(&id).is_some() {
         let mut out = String::with_capacity(96 + admitted.name.len());
@@ -116,13 +122,14 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
 /// `DELETE /v1/formations/{ident}` and `/v1/formations/by-name/{name}`: cancels a live formation;
 /// a terminal one is left as it is.
 pub async fn delete(ctx: &Ctx, ident: Ident<'_>) -> Result<Response<Body>, ApiError> {
-    ctx.until_replayed(ctx.config.write_timeout).await?;
+    let deadline = ctx.write_deadline();
+    ctx.until_replayed_by(deadline).await?;
     let record = {
         let snap = ctx.reader.load();
         ident.resolve(&snap.state)?.clone()
     };
     if !record.status.is_terminal() {
-        transition(ctx, &record, Phase::Cancelled, &[], Some(DELETE_REASON)).await?;
+        transition(ctx, deadline, &record, Phase::Cancelled, &[], Some(DELETE_REASON)).await?;
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -187,7 +194,8 @@ pub async fn set_status(
             format!("Failed to deserialize the JSON body into the target type: {e}"),
         )
     })?;
-    ctx.until_replayed(ctx.config.write_timeout).await?;
+    let deadline = ctx.write_deadline();
+    ctx.until_replayed_by(deadline).await?;
     let record = {
         let snap = ctx.reader.load();
         ident.resolve(&snap.state)?.clone()
@@ -203,7 +211,7 @@ pub async fn set_status(
         Phase::Degraded | Phase::Failed => request.failed_cells.unwrap_or_default(),
         _ => Vec::new(),
     };
-    transition(ctx, &record, phase, &failed, request.reason.as_deref()).await?;
+    transition(ctx, deadline, &record, phase, &failed, request.reason.as_deref()).await?;
     // Another writer may have ended the formation first; then this transition was ignored.
     let snap = ctx.reader.load();
     if let Some(now) = snap.state.formation(&record.id) {

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -71,6 +72,18 @@ impl Ctx {
     /// past that, the 503 that says how far the replay is. Reads wait `--replay-read-wait-ms`,
     /// writes their write timeout: no answer ever comes from a half-replayed projection.
     pub async fn until_replayed(&self, wait: Duration) -> Result<(), ApiError> {
+        self.until_replayed_by(Instant::now() + wait).await
+    }
+
+    /// When a write that starts now must have been answered: every wait of a write (the boot
+    /// replay, the append, its application) counts against this one deadline, so a write never
+    /// takes longer than the write timeout in all.
+    pub fn write_deadline(&self) -> Instant {
+        Instant::now() + self.config.write_timeout
+    }
+
+    /// [`Self::until_replayed`], waiting at most until `deadline`.
+    pub async fn until_replayed_by(&self, deadline: Instant) -> Result<(), ApiError> {
         if self.reader.peek(|s| s.replayed) {
             return Ok(());
         }
@@ -83,7 +96,7 @@ impl Ctx {
                 .await
                 .is_ok()
         };
-        match tokio::time::timeout(wait, over).await {
+        match tokio::time::timeout_at(deadline, over).await {
             Ok(true) => Ok(()),
             _ => Err(ApiError::unavailable(
                 self.boot.detail(self.reader.peek(|s| s.cursor)),
@@ -96,31 +109,43 @@ impl Ctx {
         self.connections.clone().try_acquire_owned().ok()
     }
 
-    /// Appends one event and waits until it is applied; returns its seq.
+    /// Appends events, by `deadline`; returns their seqs.
+    pub async fn append_by(
+        &self,
+        appends: Vec<crate::log::Append>,
+        deadline: Instant,
+    ) -> Result<Vec<u64>, ApiError> {
+        tokio::time::timeout_at(deadline, self.log.append(appends))
+            .await
+            .map_err(|_| ApiError::unavailable(problem::STORE_UNAVAILABLE))?
+            .map_err(ApiError::from)
+    }
+
+    /// Appends one event and waits until it is applied, both by `deadline`; returns its seq.
     pub async fn append_and_wait(
         &self,
         subject: String,
         payload: Bytes,
         dedupe_id: String,
+        deadline: Instant,
     ) -> Result<u64, ApiError> {
         let append = crate::log::Append {
             subject,
             payload,
             dedupe_id,
         };
-        let seqs = tokio::time::timeout(self.config.write_timeout, self.log.append(vec![append]))
-            .await
-            .map_err(|_| ApiError::unavailable(problem::STORE_UNAVAILABLE))??;
+        let seqs = self.append_by(vec![append], deadline).await?;
         let seq = seqs.first().copied().unwrap_or(0);
-        self.wait_applied(seq).await?;
+        self.wait_applied(seq, deadline).await?;
         Ok(seq)
     }
 
-    /// Waits until the ingest thread has applied `seq` (read-your-writes), within the write timeout.
-    pub async fn wait_applied(&self, seq: u64) -> Result<(), ApiError> {
+    /// Waits until the ingest thread has applied `seq` (read-your-writes), at most until
+    /// `deadline`.
+    pub async fn wait_applied(&self, seq: u64, deadline: Instant) -> Result<(), ApiError> {
         let mut applied = self.applied.clone();
         let wait = async move { applied.wait_for(|c| *c >= seq).await.is_ok() };
-        match tokio::time::timeout(self.config.write_timeout, wait).await {
+        match tokio::time::timeout_at(deadline, wait).await {
             Ok(true) => Ok(()),
             _ => Err(ApiError::unavailable(format!(
                 "event {seq} was logged but not applied within {} ms; retry with the same event id",

@@ -107,6 +107,9 @@ run() {
     "server CPU $(delta "$c0" "$(cpu "$SPID")") s, nats CPU $(delta "$n0" "$(cpu "${NATS_PIDS[@]}")") s" |
     tee -a "$work/summary"
 
+  echo "$LABEL store per node (MB): $(for d in "$work/$LABEL"/n*/; do du -sm "$d" | cut -f1; done | paste -sd' ')" |
+    tee -a "$work/summary"
+
   # Writes through the server.
   c0=$(cpu "$SPID"); n0=$(cpu "${NATS_PIDS[@]}")
   "$LOAD" --addr "127.0.0.1:$HPORT" --token "$TOKEN" admit --clients 64 --count "$ADMISSIONS" |

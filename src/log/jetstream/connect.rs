@@ -191,23 +191,11 @@ impl NatsSettings {
             }
         };
         if let Some(ca) = &self.tls.ca {
-            let certs = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| file_error("TLS CA file", ca, &e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error("TLS CA file", ca, &e.to_string()))?;
-            if certs.is_empty() {
-                return Err(file_error("TLS CA file", ca, "holds no PEM certificate"));
-            }
+            check_certificates("TLS CA file", ca)?;
             options = options.add_root_certificates(ca.clone());
         }
         if let Some((cert, key)) = &self.tls.client {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| file_error("TLS certificate file", cert, &e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_error("TLS certificate file", cert, &e.to_string()))?;
-            if certs.is_empty() {
-                return Err(file_error("TLS certificate file", cert, "holds no PEM certificate"));
-            }
+            check_certificates("TLS certificate file", cert)?;
             // The key's own text is never part of the error.
             PrivateKeyDer::from_pem_file(key)
                 .map_err(|_| file_error("TLS key file", key, "holds no readable PEM private key"))?;
@@ -232,6 +220,18 @@ impl NatsAuth {
             NatsAuth::CredsFile(_) => "creds file",
         }
     }
+}
+
+/// Checks that `path` holds at least one PEM certificate, all of them readable.
+fn check_certificates(what: &'static str, path: &Path) -> Result<(), SettingsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(what, path, &e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(what, path, &e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error(what, path, "holds no PEM certificate"));
+    }
+    Ok(())
 }
 
 fn file_error(what: &'static str, path: &Path, problem: &str) -> SettingsError {
