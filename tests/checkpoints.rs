@@ -17,7 +17,6 @@ use cellos_server::log::{Append, EventLog};
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -57,19 +56,7 @@ async fn boot(config: cellos_server::Config) -> (cellos_server::Running, Client)
 }
 
 async fn post_formation(c: &Client, name: &str) -> String {
-    let r = c
-        .send(
-            Method::POST,
-            "/v1/formations",
-            Auth::Token,
-            &[("content-type", "application/json")],
-            Some(
-                serde_json::to_vec(&json!({"name": name, "coordinator": "c",
-                    "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]}))
-                .unwrap(),
-            ),
-        )
-        .await;
+    let r = c.post_formation(&admission_request(name)).await;
     r.expect(201);
     r.json()["id"].as_str().expect("formation id").to_owned()
 }

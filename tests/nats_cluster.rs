@@ -18,7 +18,6 @@ use common::ws::{connect, next, Got};
 use common::*;
 use futures_util::StreamExt;
 use nats::cluster::Cluster;
-use reqwest::Method;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -58,17 +57,7 @@ async fn writer(c: Client, lane: usize, stop: Arc<AtomicBool>, answers: Arc<Mute
         let started = Instant::now();
         let (key, formation, status) = if i % 10 == 0 {
             let name = format!("f-{lane}-{i}");
-            let doc = json!({"name": name, "coordinator": "c",
-                             "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]});
-            let r = c
-                .send(
-                    Method::POST,
-                    "/v1/formations",
-                    Auth::Token,
-                    &[("content-type", "application/json")],
-                    Some(serde_json::to_vec(&doc).unwrap()),
-                )
-                .await;
+            let r = c.post_formation(&admission_request(&name)).await;
             (name, true, r.status)
         } else {
             let ev = started_event(&format!("cell-{lane}-{i}"));

@@ -79,16 +79,6 @@ impl LogTail for StalledTail {
     }
 }
 
-/// An admission request body that passes the gate.
-fn admission(name: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "name": name,
-        "coordinator": "c",
-        "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]
-    }))
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_answers_within_the_write_timeout_in_all() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,15 +104,7 @@ async fn every_write_answers_within_the_write_timeout_in_all() {
     client
         .ingest_one(&started("before", "spec", None, &ts(0)))
         .await;
-    let r = client
-        .send(
-            Method::POST,
-            "/v1/formations",
-            Auth::Token,
-            &[("content-type", "application/json")],
-            Some(admission("held")),
-        )
-        .await;
+    let r = client.post_formation(&admission_request("held")).await;
     assert_eq!(r.status, 201, "{}", r.text());
 
     slow.store(true, Ordering::Release);
@@ -133,7 +115,7 @@ async fn every_write_answers_within_the_write_timeout_in_all() {
             "an admission",
             Method::POST,
             "/v1/formations",
-            Some(admission("late")),
+            Some(serde_json::to_vec(&admission_request("late")).unwrap()),
         ),
         (
             "a cancel",

@@ -286,6 +286,18 @@ impl Client {
         .await
     }
 
+    /// POST /v1/formations with this admission request, authenticated.
+    pub async fn post_formation(&self, request: &Value) -> Resp {
+        self.send(
+            Method::POST,
+            "/v1/formations",
+            Auth::Token,
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(request).unwrap()),
+        )
+        .await
+    }
+
     /// POST /v1/events that may fail at the transport level (the server may be killed).
     pub async fn try_post_events(
         &self,
@@ -837,6 +849,12 @@ pub fn document(name: &str) -> Value {
             {"id": "worker", "parent": "coord", "authority": {"egress": ["a.example"]}}
         ]
     })
+}
+
+/// The smallest admission request the gate admits: a coordinator and one member it authorizes.
+pub fn admission_request(name: &str) -> Value {
+    json!({"name": name, "coordinator": "c",
+           "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]})
 }
 
 /// A fresh random formation id, lowercase hyphenated.
