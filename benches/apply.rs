@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use cellos_server::event::decode::Decoder;
 use cellos_server::event::{Event, RawEvent};
-use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_CAPACITY};
+use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 use cellos_server::ingest::Ingestor;
 use cellos_server::state::{apply, snapshot, CellState, Outcome, Publisher, Snapshot, State};
 use common::Example;
@@ -145,7 +145,7 @@ impl Pipeline {
     /// A pipeline whose state holds every pre-populated cell, published.
     fn new(prepopulate: &[RawEvent]) -> Pipeline {
         let (publisher, _reader) = snapshot::channel();
-        let (_ring, mut ring) = Ring::new(DEFAULT_RING_CAPACITY);
+        let (_ring, mut ring) = Ring::new(DEFAULT_RING_CAPACITY, DEFAULT_RING_BYTES);
         let mut ingestor = Ingestor::new();
         for chunk in prepopulate.chunks(4096) {
             for raw in chunk {

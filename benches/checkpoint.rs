@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cellos_server::checkpoint::format;
 use cellos_server::event::RawEvent;
-use cellos_server::fanout::{Ring, RingWriter};
+use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_BYTES};
 use cellos_server::ingest::Ingestor;
 use cellos_server::log::LogIdentity;
 use cellos_server::state::{snapshot, Publisher, State};
@@ -40,7 +40,7 @@ fn state(cells: u64) -> (State, u64) {
     let started = Instant::now();
     let mut ingestor = Ingestor::new();
     // A ring large enough never to matter; frames are not what is measured.
-    let (_ring, mut ring) = Ring::new(1 << 16);
+    let (_ring, mut ring) = Ring::new(1 << 16, DEFAULT_RING_BYTES);
     let mut seq = 0;
     let mut ingest = |example, cell| {
         seq += 1;
@@ -153,7 +153,7 @@ fn alternate(rounds: u32) {
     const HOLDING: u8 = 2;
     let (state, cursor) = state(CELLS);
     let mut ingestor = Ingestor::resume(state, cursor);
-    let (_ring, mut ring) = Ring::new(1 << 16);
+    let (_ring, mut ring) = Ring::new(1 << 16, DEFAULT_RING_BYTES);
     let (publisher, reader) = snapshot::channel();
     publisher.publish(ingestor.snapshot());
     let stop = Arc::new(AtomicBool::new(false));
@@ -224,7 +224,7 @@ fn ingest_while_encoding(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
     for mode in ["idle", "encoding"] {
         let mut ingestor = Ingestor::resume(state.clone(), cursor);
-        let (_ring, mut ring) = Ring::new(1 << 16);
+        let (_ring, mut ring) = Ring::new(1 << 16, DEFAULT_RING_BYTES);
         let (publisher, reader) = snapshot::channel();
         publisher.publish(ingestor.snapshot());
         let stop = Arc::new(AtomicBool::new(false));

@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cellos_server::fanout::Ring;
+use cellos_server::fanout::{Ring, DEFAULT_RING_BYTES};
 use cellos_server::ingest::Ingestor;
 use cellos_server::state::snapshot;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -31,7 +31,7 @@ fn fanout(c: &mut Criterion) {
             .enable_all()
             .build()
             .unwrap();
-        let (ring, mut writer) = Ring::new(65_536);
+        let (ring, mut writer) = Ring::new(65_536, DEFAULT_RING_BYTES);
         let stop = CancellationToken::new();
         runtime.spawn(ring.clone().run_waker(stop.clone()));
         for _ in 0..subscribers {

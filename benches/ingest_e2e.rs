@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cellos_server::fanout::{Ring, DEFAULT_RING_CAPACITY};
+use cellos_server::fanout::{Ring, DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 use cellos_server::ingest::boot::BootProgress;
 use cellos_server::ingest::{self, Ingestor, TailStatus, BATCH_QUEUE, MAX_BATCH_EVENTS};
 use cellos_server::log::embedded::{system_clock, EmbeddedLog, Retention};
@@ -100,7 +100,7 @@ async fn read_only(log: &Arc<EmbeddedLog>, n: u64) -> usize {
 /// Replays the log into a fresh projection, batch by batch in this task.
 async fn tail_ingest_inline(log: &Arc<EmbeddedLog>, n: u64) -> Ingestor {
     let (publisher, _reader) = snapshot::channel();
-    let (_ring, mut ring) = Ring::new(DEFAULT_RING_CAPACITY);
+    let (_ring, mut ring) = Ring::new(DEFAULT_RING_CAPACITY, DEFAULT_RING_BYTES);
     let mut ingestor = Ingestor::new();
     let mut tail = log.clone().tail(0);
     while ingestor.cursor() < n {
@@ -118,7 +118,7 @@ async fn tail_ingest_inline(log: &Arc<EmbeddedLog>, n: u64) -> Ingestor {
 async fn server_pipeline(log: &Arc<EmbeddedLog>, n: u64) -> u64 {
     let metrics = Metrics::new();
     let (publisher, reader) = snapshot::channel();
-    let (_ring, ring_writer) = Ring::new(DEFAULT_RING_CAPACITY);
+    let (_ring, ring_writer) = Ring::new(DEFAULT_RING_CAPACITY, DEFAULT_RING_BYTES);
     let (applied_tx, mut applied_rx) = watch::channel(0u64);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
     let boot = Arc::new(BootProgress::default());

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cellos_server::event::RawEvent;
-use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_CAPACITY};
+use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 use cellos_server::ingest::Ingestor;
 use cellos_server::state::{snapshot, Publisher, Reader, Snapshot};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -33,7 +33,7 @@ const CELLS: u64 = 100_000;
 
 /// An ingestor holding `CELLS` running cells.
 fn populated() -> (Ingestor, RingWriter) {
-    let (_ring, mut writer) = Ring::new(DEFAULT_RING_CAPACITY);
+    let (_ring, mut writer) = Ring::new(DEFAULT_RING_CAPACITY, DEFAULT_RING_BYTES);
     let mut ingestor = Ingestor::new();
     for c in 0..CELLS {
         let raw = common::raw(c + 1, common::CELL_STARTED, c, c / 4);

@@ -9,7 +9,7 @@ use clap::Parser;
 use async_nats::jetstream::stream::Placement;
 
 use crate::checkpoint::Schedule;
-use crate::fanout::DEFAULT_RING_CAPACITY;
+use crate::fanout::{DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 use crate::log::jetstream::{
     NatsAuth, NatsSettings, NatsTls, Secret, SettingsError, StreamSettings, MAX_REPLICAS,
 };
@@ -137,6 +137,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1024..=4_194_304))]
     pub ring_capacity: u64,
 
+    /// Bytes of frames the WebSocket ring keeps at most, per-frame overhead included; older
+    /// frames leave first (subscribers behind them resume from the log). 1 MiB..=64 GiB.
+    #[arg(long, env = "CELLOS_RING_BYTES", default_value_t = DEFAULT_RING_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1 << 20..=64 << 30))]
+    pub ring_bytes: u64,
+
     /// Frames a WebSocket subscriber may fall behind the newest before it is closed with 4008
     /// (at most half the ring).
     #[arg(long, env = "CELLOS_WS_MAX_BACKLOG", default_value_t = 16_384,
@@ -237,6 +243,7 @@ pub struct Config {
     pub checkpoints: Schedule,
     pub max_connections: usize,
     pub ring_capacity: usize,
+    pub ring_bytes: usize,
     pub ws_max_backlog: usize,
     /// Workers of the WebSocket sessions' own runtime; 0 runs them on the caller's runtime.
     pub ws_threads: usize,
@@ -374,6 +381,7 @@ impl Args {
             },
             max_connections: self.max_connections as usize,
             ring_capacity: self.ring_capacity as usize,
+            ring_bytes: usize::try_from(self.ring_bytes).unwrap_or(usize::MAX),
             ws_max_backlog: self.ws_max_backlog as usize,
             ws_threads: match self.ws_threads {
                 Some(n) => n as usize,
@@ -412,6 +420,7 @@ impl Config {
             },
             max_connections: DEFAULT_MAX_CONNECTIONS,
             ring_capacity: DEFAULT_RING_CAPACITY,
+            ring_bytes: DEFAULT_RING_BYTES,
             ws_max_backlog: 16_384,
             ws_threads: 1,
             ws_ping_every: Duration::from_secs(25),

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub log_lag: Gauge,
     pub snapshot_age_seconds: Gauge,
     pub ws_connections: Gauge,
+    /// Bytes and frames the fan-out ring holds (set when `/metrics` is read).
+    pub ring_bytes: Gauge,
+    pub ring_frames: Gauge,
     pub ws_frames_sent: Counter,
     pub ws_lagged: Counter,
     pub connections_rejected: Counter,
@@ -136,6 +139,8 @@ impl Metrics {
             log_lag: g("cellos_log_lag_events"),
             snapshot_age_seconds: g("cellos_snapshot_age_seconds"),
             ws_connections: g("cellos_ws_connections"),
+            ring_bytes: g("cellos_ring_bytes"),
+            ring_frames: g("cellos_ring_frames"),
             ws_frames_sent: c("cellos_ws_frames_sent_total", vec![]),
             ws_lagged: c("cellos_ws_lagged_total", vec![]),
             connections_rejected: c("cellos_connections_rejected_total", vec![]),

@@ -202,7 +202,7 @@ pub async fn start_with(
     let sessions = SessionRuntime::start(config.ws_threads)?;
     let metrics = Metrics::new();
     let (publisher, reader) = snapshot::channel();
-    let (ring, ring_writer) = Ring::new(config.ring_capacity);
+    let (ring, ring_writer) = Ring::new(config.ring_capacity, config.ring_bytes);
     let (applied_tx, applied_rx) = watch::channel(0u64);
     let (batches_tx, batches_rx) = mpsc::channel(BATCH_QUEUE);
     let boot = Arc::new(BootProgress::default());

@@ -63,6 +63,7 @@ fn help_documents_every_setting_without_leaking_the_token() {
         "CELLOS_DATA_DIR",
         "CELLOS_MAX_CONNECTIONS",
         "CELLOS_RING_CAPACITY",
+        "CELLOS_RING_BYTES",
         "CELLOS_WRITE_TIMEOUT_MS",
     ] {
         assert!(help.contains(var), "--help does not mention {var}");
@@ -202,11 +203,13 @@ fn incomplete_nats_settings_are_refused() {
 
 #[test]
 fn bad_flag_values_are_refused() {
-    let out = server()
-        .env("CELLOS_SERVER_API_TOKEN", "t")
-        .args(["--ring-capacity", "3"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ring-capacity"));
+    for (flag, value) in [("--ring-capacity", "3"), ("--ring-bytes", "4096")] {
+        let out = server()
+            .env("CELLOS_SERVER_API_TOKEN", "t")
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&flag[2..]));
+    }
 }

@@ -263,6 +263,87 @@ async fn a_lagging_subscriber_is_closed_with_its_resume_point() {
     running.shutdown().await;
 }
 
+/// `n` events of about `size` bytes each.
+fn large_events(prefix: &str, n: usize, size: usize) -> Vec<Value> {
+    let blob = "y".repeat(size);
+    (0..n)
+        .map(|i| cloud_event("t.large", prefix, None, json!({"n": i, "blob": blob})))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_bounded_in_bytes_keeps_resume_and_lag_exact() {
+    const RING_BYTES: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
+    config.ring_bytes = RING_BYTES;
+    let running = cellos_server::start(config).await.unwrap();
+    let c = Client::new(running.local_addr());
+    c.wait_ready().await;
+    let mut slow = connect(c.addr, "").await;
+    // 300 events of ~60 KB (18 MB, more than socket buffers absorb, so `slow` falls behind):
+    // the ring holds about 17 of them, far fewer than its 65,536 slots.
+    for chunk in 0..30 {
+        c.ingest(&large_events(&format!("a{chunk}"), 10, 60_000))
+            .await;
+    }
+    let held = c
+        .metric("cellos_ring_bytes")
+        .await
+        .expect("cellos_ring_bytes");
+    assert!(held <= RING_BYTES as f64, "the ring holds {held} bytes");
+    let frames_held = c
+        .metric("cellos_ring_frames")
+        .await
+        .expect("cellos_ring_frames");
+    assert!((10.0..=20.0).contains(&frames_held), "{frames_held} frames");
+
+    // History older than the ring comes from the log, the rest from the ring, then live events
+    // while a writer keeps ingesting: gap-free and duplicate-free.
+    let addr = c.addr;
+    let writer = tokio::spawn(async move {
+        let c = Client::new(addr);
+        for chunk in 0..10 {
+            c.ingest(&large_events(&format!("b{chunk}"), 10, 60_000))
+                .await;
+        }
+    });
+    let mut ws = connect(c.addr, "?since=7").await;
+    let got: Vec<u64> = frames(&mut ws, 393)
+        .await
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    writer.await.unwrap();
+    assert_eq!(got, (8..=400).collect::<Vec<u64>>());
+
+    // The subscriber that read nothing fell out of the ring by bytes long before it was
+    // `ws_max_backlog` frames behind: closed with 4008 and its resume point, and resuming
+    // there gives the rest.
+    let mut last = 0;
+    let close = loop {
+        match next(&mut slow).await {
+            Got::Frame(seq, _, _) => {
+                assert_eq!(seq, last + 1, "frames before the close are gap-free");
+                last = seq;
+            }
+            Got::Closed(c) => break c,
+        }
+    };
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 4008);
+    assert_eq!(reason, format!("lagged; resume with since={last}"));
+    assert!(last < 400);
+    let mut resumed = connect(c.addr, &format!("?since={last}")).await;
+    let rest: Vec<u64> = frames(&mut resumed, 400 - last as usize)
+        .await
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(rest, ((last + 1)..=400).collect::<Vec<_>>());
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_before_retention_is_4410() {
     let dir = tempfile::tempdir().unwrap();

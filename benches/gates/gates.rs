@@ -41,7 +41,7 @@ use cellos_server::admission::admit;
 use cellos_server::checkpoint::format;
 use cellos_server::event::decode::Decoder;
 use cellos_server::event::{Event, RawEvent};
-use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_CAPACITY};
+use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 use cellos_server::http::cloudevents::parse_ingest;
 use cellos_server::http::query::{CellsQuery, EventsQuery, WsQuery};
 use cellos_server::ingest::Ingestor;
@@ -129,7 +129,7 @@ struct Pipeline {
 
 fn pipeline() -> Pipeline {
     let (publisher, reader) = snapshot::channel();
-    let (_ring, mut ring) = Ring::new(DEFAULT_RING_CAPACITY);
+    let (_ring, mut ring) = Ring::new(DEFAULT_RING_CAPACITY, DEFAULT_RING_BYTES);
     let mut ingestor = Ingestor::new();
     for chunk in prepopulation().chunks(4096) {
         for raw in chunk {
@@ -320,8 +320,10 @@ fn frame_inputs(first_seq: u64) -> Vec<FrameInput> {
 }
 
 /// A full ring (every slot holds a frame, so each push replaces the oldest) and the next batch.
+/// With the default bounds and events of the usual size the slot count evicts before the byte
+/// bound does, as here.
 fn fanout_setup() -> (Arc<Ring>, RingWriter, Vec<FrameInput>) {
-    let (ring, mut writer) = Ring::new(DEFAULT_RING_CAPACITY);
+    let (ring, mut writer) = Ring::new(DEFAULT_RING_CAPACITY, DEFAULT_RING_BYTES);
     let template = frame_inputs(1);
     let mut seq = 0;
     while (seq as usize) < DEFAULT_RING_CAPACITY {
@@ -332,6 +334,10 @@ fn fanout_setup() -> (Arc<Ring>, RingWriter, Vec<FrameInput>) {
         writer.commit();
     }
     assert_eq!(ring.published(), ring.capacity());
+    assert!(
+        ring.held_bytes() < DEFAULT_RING_BYTES as u64,
+        "the byte bound has not bitten"
+    );
     (ring, writer, frame_inputs(seq + 1))
 }
 

@@ -54,6 +54,11 @@ pub fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics(ctx: &Ctx) -> Response<Body> {
+    let ring = &ctx.ring;
+    ctx.metrics.ring_bytes.set(ring.held_bytes() as f64);
+    ctx.metrics
+        .ring_frames
+        .set((ring.published() - ring.oldest()) as f64);
     full(
         StatusCode::OK,
         Some("text/plain; version=0.0.4; charset=utf-8"),

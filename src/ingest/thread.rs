@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn the_first_batch_at_the_logs_end_marks_the_replay_over() {
         let (publisher, reader) = snapshot::channel();
-        let (_ring, writer) = Ring::new(1024);
+        let (_ring, writer) = Ring::new(1024, crate::fanout::DEFAULT_RING_BYTES);
         let (applied_tx, mut applied) = watch::channel(0u64);
         let (tx, rx) = mpsc::channel(4);
         let metrics = Metrics::new();

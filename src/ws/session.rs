@@ -167,12 +167,14 @@ impl Session {
                 }
             }
             None => {
-                // Live only: start after the newest published frame.
+                // Live only: start after the newest published frame. Should a round larger
+                // than the ring's byte bound have evicted it already, after the newest pushed
+                // one: the session starts a little later, still without a gap.
                 let published = ring.published();
                 self.cursor = published
                     .checked_sub(1)
                     .and_then(|i| ring.get(i))
-                    .map_or(ring.floor(), |f| f.seq);
+                    .map_or_else(|| ring.last_seq().max(ring.floor()), |f| f.seq);
                 self.delivered = self.cursor;
                 self.live = Some(published);
             }

@@ -83,6 +83,9 @@ enum Mode {
         /// Parallel publishing connections (each owns a share of the cells).
         #[arg(long, default_value_t = 4)]
         publishers: u64,
+        /// Events per cell (1..=8): started, command completions, destroyed.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=8))]
+        events_per_cell: u64,
     },
     /// Wait until `GET /v1/formations` reports a cursor of at least `--cursor`; prints the time.
     Wait {
@@ -176,7 +179,8 @@ async fn main() -> Result<()> {
             count,
             rate,
             publishers,
-        } => nats::publish(&nats, count, rate, publishers)
+            events_per_cell,
+        } => nats::publish(&nats, count, events_per_cell, rate, publishers)
             .await
             .map(|_| ()),
         Mode::Wait {

@@ -23,13 +23,14 @@ const DESTROYED: &str =
 /// The example's cell id and envelope id, replaced by same-length ones.
 const EXAMPLE_CELL: &str = "ci-build-7f3a9c2e";
 
-/// Event `i` of a run: each cell goes through started, 6 × command completed, destroyed (the
-/// supervisor's lifecycle), 8 consecutive events per cell. Returns (subject, payload).
-pub fn cell_event(run: u64, i: u64) -> (String, Bytes) {
-    let cell = format!("ci-load-{:09x}", i / 8);
-    let (template, kind) = match i % 8 {
+/// Event `i` of a run, `per_cell` consecutive events per cell (1..=8): started, command
+/// completed, …, destroyed (the supervisor's lifecycle; with 8, six commands; with 1, only the
+/// start). Returns (subject, payload).
+pub fn cell_event(run: u64, i: u64, per_cell: u64) -> (String, Bytes) {
+    let cell = format!("ci-load-{:09x}", i / per_cell);
+    let (template, kind) = match i % per_cell {
         0 => (STARTED, "lifecycle.started"),
-        7 => (DESTROYED, "lifecycle.destroyed"),
+        n if n == per_cell - 1 => (DESTROYED, "lifecycle.destroyed"),
         _ => (COMPLETED, "command.completed"),
     };
     let template = template.trim_end();
@@ -65,21 +66,34 @@ pub async fn connect(url: &str) -> Result<jetstream::Context> {
     Ok(js)
 }
 
-/// Publishes `count` events from `publishers` connections in parallel (each its own share of
-/// the cells, in order), `rate` per second in total (0: as fast as acks allow). Returns the
-/// highest seq acknowledged.
-pub async fn publish(url: &str, count: u64, rate: u64, publishers: u64) -> Result<u64> {
+/// Publishes `count` events, `per_cell` per cell, from `publishers` connections in parallel
+/// (each its own share of the cells, in order), `rate` per second in total (0: as fast as acks
+/// allow). Returns the highest seq acknowledged.
+pub async fn publish(
+    url: &str,
+    count: u64,
+    per_cell: u64,
+    rate: u64,
+    publishers: u64,
+) -> Result<u64> {
     let publishers = publishers.max(1);
+    let per_cell = per_cell.clamp(1, 8);
     let run = crate::now_us();
-    // Shares start on a cell boundary (8 events per cell) so every cell has one publisher.
-    let share = count.div_ceil(publishers).div_ceil(8) * 8;
+    // Shares start on a cell boundary so every cell has one publisher.
+    let share = count.div_ceil(publishers).div_ceil(per_cell) * per_cell;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..publishers {
         let (from, to) = ((k * share).min(count), ((k + 1) * share).min(count));
         let js = connect(url).await?;
         let rate = rate / publishers;
-        tasks.push(tokio::spawn(publish_range(js, run, from..to, rate)));
+        tasks.push(tokio::spawn(publish_range(
+            js,
+            run,
+            from..to,
+            per_cell,
+            rate,
+        )));
     }
     let mut last = 0;
     for t in tasks {
@@ -97,6 +111,7 @@ async fn publish_range(
     js: jetstream::Context,
     run: u64,
     range: std::ops::Range<u64>,
+    per_cell: u64,
     rate: u64,
 ) -> Result<u64> {
     let mut pending: VecDeque<PublishAckFuture> = VecDeque::with_capacity(ACK_WINDOW);
@@ -112,7 +127,7 @@ async fn publish_range(
                 }
             }
         }
-        let (subject, payload) = cell_event(run, i);
+        let (subject, payload) = cell_event(run, i, per_cell);
         if pending.len() == ACK_WINDOW {
             if let Some(ack) = pending.pop_front() {
                 last = last.max(ack.await.context("publish ack")?.sequence);
@@ -165,8 +180,8 @@ mod tests {
 
     #[test]
     fn events_keep_the_examples_sizes_and_vary_ids() {
-        let (s0, p0) = cell_event(1, 0);
-        let (s9, p9) = cell_event(1, 9);
+        let (s0, p0) = cell_event(1, 0, 8);
+        let (s9, p9) = cell_event(1, 9, 8);
         assert_eq!(s0, "cellos.events.cell.lifecycle.ci-load-000000000.started");
         assert_eq!(s9, "cellos.events.cell.command.ci-load-000000001.completed");
         assert_eq!(p0.len(), STARTED.trim_end().len());
@@ -175,10 +190,12 @@ mod tests {
         assert!(text.contains("\"cellId\":\"ci-load-000000001\""));
         assert!(!text.contains(EXAMPLE_CELL));
         assert_ne!(
-            cell_event(1, 1).1,
-            cell_event(1, 2).1,
+            cell_event(1, 1, 8).1,
+            cell_event(1, 2, 8).1,
             "envelope ids differ"
         );
+        let (s1, _) = cell_event(1, 5, 1);
+        assert_eq!(s1, "cellos.events.cell.lifecycle.ci-load-000000005.started");
         assert_eq!(
             cursor_of(br#"{"formations":[{"cursor":1}],"cursor":42}"#),
             Some(42)
