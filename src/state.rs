@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cells;
 pub mod image;
+pub mod interner;
 pub mod links;
 pub mod slots;
 pub mod snapshot;

@@ -159,21 +159,24 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             }
             cell_effect(rec, ev);
             if fill_spec || fill_run || fill_formation {
+                let texts = cell.texts();
+                let spec = fill_spec.then(|| texts.intern(spec_id));
+                let run = ev.run_id.filter(|_| fill_run).map(|r| texts.intern(r));
+                let formation = ev
+                    .formation_id
+                    .filter(|_| fill_formation)
+                    .map(|f| texts.formation_ref(f));
                 claimed_formation = cell.update_identity(|id| {
-                    if fill_spec {
-                        id.spec_id = spec_id.into();
+                    if let Some(spec) = spec {
+                        id.spec_id = spec;
                     }
-                    if fill_run {
-                        id.run_id = ev.run_id.map(Into::into);
+                    if run.is_some() {
+                        id.run_id = run;
                     }
-                    if fill_formation {
-                        id.formation_id = ev.formation_id.map(normalize_formation_ref);
-                        return id
-                            .formation_id
-                            .clone()
-                            .map(|f| (f, Arc::from(id.id.as_str())));
-                    }
-                    None
+                    formation.map(|f| {
+                        id.formation_id = Some(f.clone());
+                        (f, Arc::from(id.id.as_str()))
+                    })
                 });
             }
             previous
@@ -181,11 +184,12 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
         None => {
             // Events that named the cell before it had a record lead its chain.
             let previous = state.orphan_heads.remove(cell_id).unwrap_or(0);
+            let texts = state.cells.texts();
             let identity = CellIdentity {
                 id: Text::from(cell_id),
-                spec_id: spec_id.into(),
-                run_id: ev.run_id.map(Into::into),
-                formation_id: ev.formation_id.map(normalize_formation_ref),
+                spec_id: texts.intern(spec_id),
+                run_id: ev.run_id.map(|r| texts.intern(r)),
+                formation_id: ev.formation_id.map(|f| texts.formation_ref(f)),
             };
             let formation = identity.formation_id.clone();
             let mut rec = CellRecord {

@@ -17,6 +17,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use imbl::OrdMap;
 
+use super::interner::Interner;
 use super::slots::Slots;
 use super::{CellIdentity, CellRecord, Text};
 
@@ -38,6 +39,8 @@ pub struct Cells {
     identities: Slots<CellIdentity>,
     records: Slots<CellRecord>,
     lookup: Lookup,
+    /// The writer's shared spec, run and formation id texts (a cache like `lookup`).
+    texts: Interner,
 }
 
 /// Id → slot for the writer: one hash probe where the ordered index takes a tree search.
@@ -217,6 +220,7 @@ pub struct CellMut<'a> {
     entry: &'a mut Entry,
     identities: &'a mut Slots<CellIdentity>,
     records: &'a mut Slots<CellRecord>,
+    texts: &'a mut Interner,
 }
 
 impl CellMut<'_> {
@@ -236,6 +240,11 @@ impl CellMut<'_> {
     pub fn record(&mut self) -> &mut CellRecord {
         self.records.get_mut(self.slot).expect(IN_RANGE)
     }
+
+    /// The writer's interner (see [`Cells::texts`]).
+    pub fn texts(&mut self) -> &mut Interner {
+        self.texts
+    }
 }
 
 impl Cells {
@@ -243,6 +252,7 @@ impl Cells {
     pub fn with_hash_seed(seed: u64) -> Cells {
         Cells {
             lookup: Lookup::with_hash_seed(seed),
+            texts: Interner::with_hash_seed(seed),
             ..Cells::default()
         }
     }
@@ -260,6 +270,11 @@ impl Cells {
         Some(self.at(slot))
     }
 
+    /// The writer's interner, for the identity texts of cells it creates or fills in.
+    pub fn texts(&mut self) -> &mut Interner {
+        &mut self.texts
+    }
+
     pub fn get_mut(&mut self, id: &str) -> Option<CellMut<'_>> {
         self.lookup.complete(&self.identities);
         let (slot, entry) = self.lookup.find_mut(id)?;
@@ -268,6 +283,7 @@ impl Cells {
             entry,
             identities: &mut self.identities,
             records: &mut self.records,
+            texts: &mut self.texts,
         })
     }
 
@@ -351,6 +367,7 @@ impl Cells {
                 identities,
                 records,
                 lookup,
+                texts: Interner::with_hash_seed(hash_seed),
             }
         })
     }

@@ -376,3 +376,45 @@ fn rejections_are_bounded() {
         .rejection(&Uuid::from_u128(1000 + n as u128 - 1))
         .is_some());
 }
+
+#[test]
+fn cells_share_their_spec_run_and_formation_texts() {
+    let mut s = State::default();
+    let upper = F1.to_uppercase();
+    for (seq, (id, formation)) in [("c1", F1), ("c2", upper.as_str())].into_iter().enumerate() {
+        let data = format!(
+            r#"{{"cellId":"{id}","specId":"sp","runId":"r1","correlation":{{"formationId":"{formation}"}}}}"#
+        );
+        run(
+            &mut s,
+            seq as u64 + 1,
+            &cell("lifecycle.v1.started", &data, None),
+        );
+    }
+    // Filled in later: the same texts again.
+    run(
+        &mut s,
+        3,
+        &cell(
+            "lifecycle.v1.started",
+            r#"{"cellId":"c3","specId":""}"#,
+            None,
+        ),
+    );
+    let filled = r#"{"cellId":"c3","specId":"sp","runId":"r1","correlation":{"formationId":"6F9619FF-8B86-D011-B42D-00CF4FC964FF"}}"#;
+    run(&mut s, 4, &cell("command.v1.completed", filled, None));
+    let (c1, c2, c3) = (
+        s.cell("c1").unwrap(),
+        s.cell("c2").unwrap(),
+        s.cell("c3").unwrap(),
+    );
+    for c in [&c2, &c3] {
+        assert!(std::ptr::eq(c1.spec_id(), c.spec_id()));
+        assert!(std::ptr::eq(c1.run_id().unwrap(), c.run_id().unwrap()));
+        assert!(std::ptr::eq(
+            c1.formation_id().unwrap(),
+            c.formation_id().unwrap()
+        ));
+    }
+    assert_eq!(c3.formation_id(), Some(F1), "normalized");
+}
