@@ -18,6 +18,8 @@ CELLS=${CELLS:-1000000}
 SETTLE=${SETTLE:-3}
 OURS_BIN=${OURS_BIN:-target/release/cellos-server}
 OTHER_BIN=${OTHER_BIN:-}
+# Extra VAR=value settings for both servers (e.g. CELLOS_CHECKPOINT_EVERY_EVENTS=0).
+SERVER_ENV=${SERVER_ENV:-}
 LOAD=target/release/cellos-load
 TOKEN=memory-token
 work=$(mktemp -d /tmp/cellos-memory.XXXXXX)
@@ -44,8 +46,9 @@ measure() {
     last=$("$LOAD" --token "$TOKEN" publish --nats "$url" --count "$events" \
       --events-per-cell "$per_cell" | awk '{print $NF}')
   fi
-  CELLOS_SERVER_API_TOKEN=$TOKEN CELLOS_SERVER_BIND=127.0.0.1:$hport CELLOS_NATS_URL=$url \
-    CELLOS_DATA_DIR="$dir/data" RUST_LOG=warn "$bin" >"$dir/server.log" 2>&1 &
+  # shellcheck disable=SC2086 # SERVER_ENV is a list of VAR=value words
+  env CELLOS_SERVER_API_TOKEN=$TOKEN CELLOS_SERVER_BIND=127.0.0.1:$hport CELLOS_NATS_URL=$url \
+    CELLOS_DATA_DIR="$dir/data" RUST_LOG=warn $SERVER_ENV "$bin" >"$dir/server.log" 2>&1 &
   local spid=$!; pids+=("$spid")
   "$LOAD" --addr "127.0.0.1:$hport" --token "$TOKEN" wait --cursor "$last" >/dev/null
   sleep "$SETTLE"
