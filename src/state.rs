@@ -101,7 +101,8 @@ impl CellState {
 /// What a cell is created with and at most filled in later (never changed once set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellIdentity {
-    pub id: Text,
+    /// The same allocation as the cell's key in the ordered index (and in its formation's set).
+    pub id: Arc<str>,
     pub spec_id: Arc<str>,
     pub run_id: Option<Arc<str>>,
     pub formation_id: Option<Arc<str>>,

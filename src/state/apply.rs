@@ -11,7 +11,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State, Text,
+    CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
     MAX_REMEMBERED_REJECTIONS,
 };
 use crate::event::{Event, Kind, Phase};
@@ -175,7 +175,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                     }
                     formation.map(|f| {
                         id.formation_id = Some(f.clone());
-                        (f, Arc::from(id.id.as_str()))
+                        (f, id.id.clone())
                     })
                 });
             }
@@ -186,7 +186,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             let previous = state.orphan_heads.remove(cell_id).unwrap_or(0);
             let texts = state.cells.texts();
             let identity = CellIdentity {
-                id: Text::from(cell_id),
+                id: Arc::from(cell_id),
                 spec_id: texts.intern(spec_id),
                 run_id: ev.run_id.map(|r| texts.intern(r)),
                 formation_id: ev.formation_id.map(|f| texts.formation_ref(f)),

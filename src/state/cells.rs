@@ -127,7 +127,7 @@ impl Lookup {
         self.table
             .insert_unique(spread(hash), (slot, hash), |&(_, h)| spread(h));
         self.entries.push(Entry {
-            id: identity.id.clone(),
+            id: Text::from(&*identity.id),
             missing: Missing::of(identity),
         });
     }
@@ -301,7 +301,7 @@ impl Cells {
     /// index holds it, for other indexes to share.
     pub fn insert(&mut self, identity: CellIdentity, record: CellRecord) -> Arc<str> {
         debug_assert!(self.get(&identity.id).is_none(), "cell inserted twice");
-        let key: Arc<str> = Arc::from(identity.id.as_str());
+        let key = identity.id.clone();
         self.lookup.complete(&self.identities);
         self.lookup.push(&identity);
         // Slots stay below u32::MAX: the table would need hundreds of GiB first.
@@ -388,7 +388,7 @@ mod tests {
 
     fn cell(i: usize) -> (CellIdentity, CellRecord) {
         let identity = CellIdentity {
-            id: Text::from(format!("cell-{i}").as_str()),
+            id: Arc::from(format!("cell-{i}")),
             spec_id: "spec".into(),
             run_id: None,
             formation_id: None,

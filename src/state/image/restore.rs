@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{CellRow, FormationRow, ImageError, RejectionRow, CELL_STATES, FIELDS, STATUSES};
 use crate::state::cells::Threads;
 use crate::state::{
-    CellIdentity, CellLinks, CellRecord, Cells, FormationRecord, Rejection, ShortText, State, Text,
+    CellIdentity, CellLinks, CellRecord, Cells, FormationRecord, Rejection, ShortText, State,
 };
 
 /// The fewest bytes a cell takes in an image: what bounds the cells an image of a given size can
@@ -229,7 +229,7 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
                 members[f as usize].push(key.clone());
             }
             identities[slot] = Some(CellIdentity {
-                id: Text::from(c.id),
+                id: key.clone(),
                 spec_id: text(c.spec)?,
                 run_id: c.run.map(text).transpose()?,
                 formation_id: formation,
