@@ -209,6 +209,33 @@ async fn refusals_before_the_upgrade() {
     s.shutdown().await;
 }
 
+/// Reads `slow` until it is closed: its frames are gap-free from seq 1, the close is 4008 with
+/// the last seq it got as the resume point, and resuming there delivers the rest through `total`
+/// (from the log and then the ring).
+async fn lagged_then_resumes(addr: std::net::SocketAddr, slow: &mut Ws, total: u64) {
+    let mut last = 0;
+    let close = loop {
+        match next(slow).await {
+            Got::Frame(seq, _, _) => {
+                assert_eq!(seq, last + 1, "frames before the close are gap-free");
+                last = seq;
+            }
+            Got::Closed(c) => break c,
+        }
+    };
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 4008);
+    assert_eq!(reason, format!("lagged; resume with since={last}"));
+    assert!(last < total);
+    let mut resumed = connect(addr, &format!("?since={last}")).await;
+    let rest: Vec<u64> = frames(&mut resumed, (total - last) as usize)
+        .await
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(rest, ((last + 1)..=total).collect::<Vec<_>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_subscriber_is_closed_with_its_resume_point() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,28 +265,7 @@ async fn a_lagging_subscriber_is_closed_with_its_resume_point() {
         // The fast reader keeps up as the events arrive.
         assert_eq!(frames(&mut fast, 10).await.len(), 10);
     }
-    let mut last = 0;
-    let close = loop {
-        match next(&mut slow).await {
-            Got::Frame(seq, _, _) => {
-                assert_eq!(seq, last + 1, "frames before the close are gap-free");
-                last = seq;
-            }
-            Got::Closed(c) => break c,
-        }
-    };
-    let (code, reason) = close.expect("a close frame");
-    assert_eq!(code, 4008);
-    assert_eq!(reason, format!("lagged; resume with since={last}"));
-    assert!((last as usize) < total);
-    // Resuming where it said gives the rest, from the log and then the ring.
-    let mut resumed = connect(c.addr, &format!("?since={last}")).await;
-    let rest: Vec<u64> = frames(&mut resumed, total - last as usize)
-        .await
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
-    assert_eq!(rest, ((last + 1)..=total as u64).collect::<Vec<_>>());
+    lagged_then_resumes(c.addr, &mut slow, total as u64).await;
     running.shutdown().await;
 }
 
@@ -320,27 +326,7 @@ async fn a_ring_bounded_in_bytes_keeps_resume_and_lag_exact() {
     // The subscriber that read nothing fell out of the ring by bytes long before it was
     // `ws_max_backlog` frames behind: closed with 4008 and its resume point, and resuming
     // there gives the rest.
-    let mut last = 0;
-    let close = loop {
-        match next(&mut slow).await {
-            Got::Frame(seq, _, _) => {
-                assert_eq!(seq, last + 1, "frames before the close are gap-free");
-                last = seq;
-            }
-            Got::Closed(c) => break c,
-        }
-    };
-    let (code, reason) = close.expect("a close frame");
-    assert_eq!(code, 4008);
-    assert_eq!(reason, format!("lagged; resume with since={last}"));
-    assert!(last < 400);
-    let mut resumed = connect(c.addr, &format!("?since={last}")).await;
-    let rest: Vec<u64> = frames(&mut resumed, 400 - last as usize)
-        .await
-        .into_iter()
-        .map(|f| f.0)
-        .collect();
-    assert_eq!(rest, ((last + 1)..=400).collect::<Vec<_>>());
+    lagged_then_resumes(c.addr, &mut slow, 400).await;
     running.shutdown().await;
 }
 

@@ -22,14 +22,11 @@ BIN=${BIN:-target/release/cellos-server}
 LOAD=${LOAD_BIN:-target/release/cellos-load}
 ORDER=${ORDER:-"single cluster"}
 TOKEN=cluster-token
-work=$(mktemp -d /tmp/cellos-cluster.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+LOAD_SCRIPT=cluster
+# shellcheck source=tools/load/lib.sh
+source tools/load/lib.sh
 
 cargo build --release --quiet -p cellos-server -p cellos-load
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; return 1; }
 now() { date +%s.%N; }
 since() { python3 -c "print(f'{$(now) - $1:.2f}')"; }
 # CPU seconds (user + system) of the given pids, summed.

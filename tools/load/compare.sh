@@ -20,15 +20,11 @@ OURS_BIN=${OURS_BIN:-target/release/cellos-server}
 OTHER_BIN=${OTHER_BIN:?set OTHER_BIN to the other cellos-server binary}
 LOAD=target/release/cellos-load
 TOKEN=compare-token
-work=$(mktemp -d /tmp/cellos-compare.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+LOAD_SCRIPT=compare
+# shellcheck source=tools/load/lib.sh
+source tools/load/lib.sh
 
 cargo build --release --quiet -p cellos-server -p cellos-load
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_port() { for _ in $(seq 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; return 1; }
 
 run() {
   local label=$1 bin=$2
@@ -50,7 +46,7 @@ run() {
   "$LOAD" --addr "127.0.0.1:$hport" --token "$TOKEN" wait --cursor "$last" >/dev/null
   local replay
   replay=$(python3 -c "import time; print(f'{time.time() - $t0:.2f}')")
-  echo "$label replay_to_ready_s $replay rss_after_replay_kib $(rss "$spid")" | tee -a "$work/summary"
+  echo "$label replay_to_ready_s $replay rss_after_replay_kib $(rss_kib "$spid")" | tee -a "$work/summary"
 
   local target=$((last + LIVE)) t1
   t1=$(date +%s.%N)
@@ -62,7 +58,7 @@ run() {
   wait "$wpid"
   local applied
   applied=$(python3 -c "import time; print(f'{time.time() - $t1:.2f}')")
-  echo "$label live_events $LIVE publisher_done_s $published applied_all_s $applied rss_kib $(rss "$spid")" | tee -a "$work/summary"
+  echo "$label live_events $LIVE publisher_done_s $published applied_all_s $applied rss_kib $(rss_kib "$spid")" | tee -a "$work/summary"
 
   "$LOAD" --addr "127.0.0.1:$hport" --token "$TOKEN" ws --sockets "$SOCKETS" --rate "$RATE" \
     --duration 10 --nats "$url" --server-pid "$spid" | tee "$dir/ws"

@@ -22,15 +22,11 @@ OTHER_BIN=${OTHER_BIN:-}
 SERVER_ENV=${SERVER_ENV:-}
 LOAD=target/release/cellos-load
 TOKEN=memory-token
-work=$(mktemp -d /tmp/cellos-memory.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+LOAD_SCRIPT=memory
+# shellcheck source=tools/load/lib.sh
+source tools/load/lib.sh
 
 cargo build --release --quiet -p cellos-server -p cellos-load
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.02; done; return 1; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # One measurement: label, binary, events, events per cell (0 events: an empty stream).
 measure() {
