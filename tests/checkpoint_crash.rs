@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cellos_server::checkpoint::Schedule;
 use common::*;
 use serde_json::Value;
 
@@ -21,15 +20,6 @@ async fn boot(config: cellos_server::Config) -> (cellos_server::Running, Client)
 
 fn config(dir: &Path) -> cellos_server::Config {
     cellos_server::Config::for_tests(TOKEN, dir.to_path_buf())
-}
-
-fn no_checkpoints(dir: &Path) -> cellos_server::Config {
-    let mut c = config(dir);
-    c.checkpoints = Schedule {
-        every_events: 0,
-        every: Duration::ZERO,
-    };
-    c
 }
 
 /// What a crash test compares: lists and pages, not every cell (there are thousands).

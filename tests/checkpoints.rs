@@ -25,15 +25,6 @@ fn config(dir: &Path) -> cellos_server::Config {
     cellos_server::Config::for_tests(TOKEN, dir.to_path_buf())
 }
 
-fn no_checkpoints(dir: &Path) -> cellos_server::Config {
-    let mut c = config(dir);
-    c.checkpoints = Schedule {
-        every_events: 0,
-        every: Duration::ZERO,
-    };
-    c
-}
-
 async fn wait_for_metric(c: &Client, name: &str, at_least: f64) {
     let deadline = Instant::now() + WAIT;
     loop {

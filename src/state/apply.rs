@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::interner::Interner;
 use super::{
     CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
     MAX_REMEMBERED_REJECTIONS,
@@ -128,10 +129,20 @@ pub fn apply(state: &mut State, seq: u64, ev: &Event<'_>) -> Outcome {
 
 /// A formation id as cells are indexed by it: UUIDs in lowercase hyphenated form, else as sent.
 pub fn normalize_formation_ref(raw: &str) -> Arc<str> {
+    Arc::from(formation_ref_text(raw, &mut Uuid::encode_buffer()))
+}
+
+/// [`normalize_formation_ref`]'s text, without allocating: a UUID is written into `buf`.
+pub fn formation_ref_text<'a>(raw: &'a str, buf: &'a mut [u8]) -> &'a str {
     match Uuid::parse_str(raw) {
-        Ok(id) => Arc::from(id.hyphenated().to_string()),
-        Err(_) => Arc::from(raw),
+        Ok(id) => id.hyphenated().encode_lower(buf),
+        Err(_) => raw,
     }
+}
+
+/// The writer's shared text for a formation reference (see [`normalize_formation_ref`]).
+fn formation_ref(texts: &mut Interner, raw: &str) -> Arc<str> {
+    texts.intern(formation_ref_text(raw, &mut Uuid::encode_buffer()))
 }
 
 /// Applies a cell-family event; also returns the seq of the previous event naming the cell.
@@ -165,7 +176,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                 let formation = ev
                     .formation_id
                     .filter(|_| fill_formation)
-                    .map(|f| texts.formation_ref(f));
+                    .map(|f| formation_ref(texts, f));
                 claimed_formation = cell.update_identity(|id| {
                     if let Some(spec) = spec {
                         id.spec_id = spec;
@@ -189,7 +200,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                 id: Arc::from(cell_id),
                 spec_id: texts.intern(spec_id),
                 run_id: ev.run_id.map(|r| texts.intern(r)),
-                formation_id: ev.formation_id.map(|f| texts.formation_ref(f)),
+                formation_id: ev.formation_id.map(|f| formation_ref(texts, f)),
             };
             let formation = identity.formation_id.clone();
             let mut rec = CellRecord {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
-use uuid::Uuid;
 
 /// Most distinct texts kept (about 1.5 MiB of table and texts at UUID length).
 pub const MAX_INTERNED: usize = 1 << 15;
@@ -43,15 +42,6 @@ impl Interner {
                 .insert_unique(hash, shared.clone(), |t| hasher.hash_one(&**t));
         }
         shared
-    }
-
-    /// A formation reference as cells store it (see `apply::normalize_formation_ref`: a UUID in
-    /// lowercase hyphenated form, anything else as given), interned.
-    pub fn formation_ref(&mut self, raw: &str) -> Arc<str> {
-        match Uuid::parse_str(raw) {
-            Ok(id) => self.intern(id.hyphenated().encode_lower(&mut Uuid::encode_buffer())),
-            Err(_) => self.intern(raw),
-        }
     }
 
     /// How many texts are kept.
@@ -91,11 +81,6 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(&*texts.intern("other"), "other");
         assert_eq!(texts.len(), 2);
-        let upper = texts.formation_ref("6F1C2A4E-8B3D-4F7A-9C21-5E0D7B8A3F14");
-        let lower = texts.formation_ref("6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14");
-        assert!(Arc::ptr_eq(&upper, &lower));
-        assert_eq!(&*lower, "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14");
-        assert_eq!(&*texts.formation_ref("not-a-uuid"), "not-a-uuid");
         assert!(texts.clone().is_empty(), "a clone starts empty");
         for i in 0..MAX_INTERNED + 10 {
             texts.intern(&format!("spec-{i}"));

@@ -496,6 +496,16 @@ pub async fn start_config(config: cellos_server::Config) -> (cellos_server::Runn
     (running, client)
 }
 
+/// A test configuration on the embedded log in `dir` that neither writes nor reads checkpoints.
+pub fn no_checkpoints(dir: &Path) -> cellos_server::Config {
+    let mut c = cellos_server::Config::for_tests(TOKEN, dir.to_path_buf());
+    c.checkpoints = cellos_server::checkpoint::Schedule {
+        every_events: 0,
+        every: Duration::ZERO,
+    };
+    c
+}
+
 /// Graceful shutdown of a server started with [`start_config`], bounded to 30 s.
 pub async fn stop(running: cellos_server::Running) {
     tokio::time::timeout(Duration::from_secs(30), running.shutdown())

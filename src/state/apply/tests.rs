@@ -418,3 +418,17 @@ fn cells_share_their_spec_run_and_formation_texts() {
     }
     assert_eq!(c3.formation_id(), Some(F1), "normalized");
 }
+
+#[test]
+fn formation_refs_are_normalized_then_shared() {
+    let mut texts = Interner::default();
+    let upper = formation_ref(&mut texts, "6F1C2A4E-8B3D-4F7A-9C21-5E0D7B8A3F14");
+    let lower = formation_ref(&mut texts, "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14");
+    assert!(Arc::ptr_eq(&upper, &lower));
+    assert_eq!(&*lower, "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14");
+    assert_eq!(&*formation_ref(&mut texts, "not-a-uuid"), "not-a-uuid");
+    assert_eq!(
+        normalize_formation_ref("6F1C2A4E-8B3D-4F7A-9C21-5E0D7B8A3F14"),
+        lower
+    );
+}
