@@ -134,7 +134,16 @@ async fn refused(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let output = server.output();
+    // The log is read from the process's stdout by another thread: it may trail `/readyz`.
+    let output = loop {
+        let output = server.output();
+        if (output.contains("cannot connect to NATS") && output.contains(why))
+            || Instant::now() >= deadline
+        {
+            break output;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(output.contains("cannot connect to NATS"), "{output}");
     assert!(output.contains(why), "{output}");
     for text in [&detail, &output] {
