@@ -8,12 +8,13 @@ pub mod cells;
 pub mod image;
 pub mod interner;
 pub mod links;
+pub mod record;
 pub mod slots;
 pub mod snapshot;
-pub mod text;
 
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use bytes::Bytes;
 use imbl::{OrdMap, OrdSet};
 use uuid::Uuid;
@@ -21,8 +22,8 @@ use uuid::Uuid;
 pub use apply::{apply, Ignored, Outcome};
 pub use cells::{Cell, CellMut, Cells};
 pub use links::{CellLinks, CELL_LINK_WINDOW};
+pub use record::{CellRecord, Field, FieldText};
 pub use snapshot::{Publisher, Reader, Snapshot};
-pub use text::{ShortText, Text};
 
 /// How many name-conflict rejections are remembered (most recent first), so a writer can tell its
 /// client who holds the name. Older ones are forgotten in log order, deterministically.
@@ -98,29 +99,14 @@ impl CellState {
     }
 }
 
-/// What a cell is created with and at most filled in later (never changed once set).
+/// What a cell is created with and at most filled in later (never changed once set), besides
+/// its id, which is the ordered index's key. Its texts are one-pointer shared strings: spec, run
+/// and formation ids are shared between the cells that name the same one (see [`interner`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellIdentity {
-    /// The same allocation as the cell's key in the ordered index (and in its formation's set).
-    pub id: Arc<str>,
-    pub spec_id: Arc<str>,
-    pub run_id: Option<Arc<str>>,
-    pub formation_id: Option<Arc<str>>,
-}
-
-/// What changes about a cell as its events arrive (the identity is kept apart, see [`Cells`]).
-/// Copied on its first update after each publish, with its leaf, so it is plain data: the
-/// strings (times, outcome) are inline [`ShortText`] unless unusually long.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CellRecord {
-    pub state: CellState,
-    pub started_at: Option<ShortText>,
-    pub destroyed_at: Option<ShortText>,
-    pub outcome: Option<ShortText>,
-    pub exit_code: Option<i32>,
-    /// Seq of the newest event naming this cell in `data.cellId` (any family): the head of its
-    /// event chain in [`CellLinks`].
-    pub last_event_seq: u64,
+    pub spec_id: ArcStr,
+    pub run_id: Option<ArcStr>,
+    pub formation_id: Option<ArcStr>,
 }
 
 /// A `created` (or first) event refused because another live formation held the name.
@@ -138,11 +124,11 @@ pub struct State {
     names: OrdMap<Arc<str>, Uuid>,
     cells: Cells,
     /// Formation id (as correlated by producers) → its cells.
-    cells_by_formation: OrdMap<Arc<str>, OrdSet<Arc<str>>>,
+    cells_by_formation: OrdMap<ArcStr, OrdSet<ArcStr>>,
     rejections: OrdMap<Uuid, Rejection>,
     rejection_order: OrdMap<u64, Uuid>,
     /// Cell id → newest event naming it, for cells with no record (yet).
-    orphan_heads: OrdMap<Arc<str>, u64>,
+    orphan_heads: OrdMap<ArcStr, u64>,
     /// Per log position: the previous event naming the same cell.
     cell_links: CellLinks,
 }

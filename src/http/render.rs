@@ -50,13 +50,13 @@ pub fn cell(out: &mut Vec<u8>, c: Cell<'_>) {
     out.extend_from_slice(b"\",\"formation_id\":");
     opt_str(out, c.formation_id());
     out.extend_from_slice(b",\"started_at\":");
-    opt_str(out, c.started_at.as_deref());
+    opt_str(out, c.started_at().as_deref());
     out.extend_from_slice(b",\"destroyed_at\":");
-    opt_str(out, c.destroyed_at.as_deref());
+    opt_str(out, c.destroyed_at().as_deref());
     out.extend_from_slice(b",\"outcome\":");
-    opt_str(out, c.outcome.as_deref());
+    opt_str(out, c.outcome().as_deref());
     out.extend_from_slice(b",\"exit_code\":");
-    match c.exit_code {
+    match c.exit_code() {
         Some(code) => {
             let _ = write!(out, "{code}");
         }

@@ -7,12 +7,14 @@
 
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::cells::RecordMut;
 use super::interner::Interner;
 use super::{
-    CellIdentity, CellRecord, CellState, FormationRecord, FormationStatus, Rejection, State,
+    CellIdentity, CellRecord, CellState, Field, FormationRecord, FormationStatus, Rejection, State,
     MAX_REMEMBERED_REJECTIONS,
 };
 use crate::event::{Event, Kind, Phase};
@@ -128,8 +130,8 @@ pub fn apply(state: &mut State, seq: u64, ev: &Event<'_>) -> Outcome {
 }
 
 /// A formation id as cells are indexed by it: UUIDs in lowercase hyphenated form, else as sent.
-pub fn normalize_formation_ref(raw: &str) -> Arc<str> {
-    Arc::from(formation_ref_text(raw, &mut Uuid::encode_buffer()))
+pub fn normalize_formation_ref(raw: &str) -> ArcStr {
+    ArcStr::from(formation_ref_text(raw, &mut Uuid::encode_buffer()))
 }
 
 /// [`normalize_formation_ref`]'s text, without allocating: a UUID is written into `buf`.
@@ -141,7 +143,7 @@ pub fn formation_ref_text<'a>(raw: &'a str, buf: &'a mut [u8]) -> &'a str {
 }
 
 /// The writer's shared text for a formation reference (see [`normalize_formation_ref`]).
-fn formation_ref(texts: &mut Interner, raw: &str) -> Arc<str> {
+fn formation_ref(texts: &mut Interner, raw: &str) -> ArcStr {
     texts.intern(formation_ref_text(raw, &mut Uuid::encode_buffer()))
 }
 
@@ -163,12 +165,12 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             let fill_spec = missing.spec_id && !spec_id.is_empty();
             let fill_run = missing.run_id && ev.run_id.is_some();
             let fill_formation = missing.formation_id && ev.formation_id.is_some();
-            let rec = cell.record();
+            let mut rec = cell.record();
             let previous = std::mem::replace(&mut rec.last_event_seq, seq);
             if rec.state == CellState::Destroyed {
                 return (Outcome::Ignored(Ignored::CellTerminal), previous);
             }
-            cell_effect(rec, ev);
+            cell_effect(&mut rec, ev);
             if fill_spec || fill_run || fill_formation {
                 let texts = cell.texts();
                 let spec = fill_spec.then(|| texts.intern(spec_id));
@@ -177,6 +179,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                     .formation_id
                     .filter(|_| fill_formation)
                     .map(|f| formation_ref(texts, f));
+                let key = cell.id().clone();
                 claimed_formation = cell.update_identity(|id| {
                     if let Some(spec) = spec {
                         id.spec_id = spec;
@@ -186,7 +189,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
                     }
                     formation.map(|f| {
                         id.formation_id = Some(f.clone());
-                        (f, id.id.clone())
+                        (f, key)
                     })
                 });
             }
@@ -196,24 +199,18 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             // Events that named the cell before it had a record lead its chain.
             let previous = state.orphan_heads.remove(cell_id).unwrap_or(0);
             let texts = state.cells.texts();
+            let id = ArcStr::from(cell_id);
             let identity = CellIdentity {
-                id: Arc::from(cell_id),
                 spec_id: texts.intern(spec_id),
                 run_id: ev.run_id.map(|r| texts.intern(r)),
                 formation_id: ev.formation_id.map(|f| formation_ref(texts, f)),
             };
-            let formation = identity.formation_id.clone();
-            let mut rec = CellRecord {
-                state: CellState::Pending,
-                started_at: None,
-                destroyed_at: None,
-                outcome: None,
-                exit_code: None,
-                last_event_seq: seq,
-            };
-            cell_effect(&mut rec, ev);
-            let id = state.cells.insert(identity, rec);
-            claimed_formation = formation.map(|f| (f, id));
+            claimed_formation = identity.formation_id.clone().map(|f| (f, id.clone()));
+            state
+                .cells
+                .insert(id, identity, CellRecord::new(seq), |rec| {
+                    cell_effect(rec, ev)
+                });
             previous
         }
     };
@@ -235,30 +232,30 @@ fn note_cell_event(state: &mut State, cell: &str, seq: u64) -> u64 {
         None => match state.orphan_heads.get_mut(cell) {
             Some(head) => std::mem::replace(head, seq),
             None => {
-                state.orphan_heads.insert(Arc::from(cell), seq);
+                state.orphan_heads.insert(ArcStr::from(cell), seq);
                 0
             }
         },
     }
 }
 
-fn cell_effect(rec: &mut CellRecord, ev: &Event<'_>) {
+fn cell_effect(rec: &mut RecordMut<'_>, ev: &Event<'_>) {
     match ev.kind {
         Kind::CellStarted => {
             rec.state = CellState::Running;
-            rec.started_at = ev.time.map(Into::into);
+            rec.set_text(Field::StartedAt, ev.time);
         }
         Kind::CellCommandCompleted => {
             if let Some(code) = ev.exit_code {
                 // Wraps like the reference (`as i32`): codes come from an i32 on the producer side.
-                rec.exit_code = Some(code as i32);
+                rec.set_exit_code(Some(code as i32));
             }
         }
         Kind::CellDestroyed => {
             rec.state = CellState::Destroyed;
-            rec.destroyed_at = ev.time.map(Into::into);
+            rec.set_text(Field::DestroyedAt, ev.time);
             if let Some(outcome) = ev.outcome {
-                rec.outcome = Some(outcome.into());
+                rec.set_text(Field::Outcome, Some(outcome));
             }
         }
         _ => {}

@@ -18,7 +18,7 @@ use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use super::{CellState, FormationStatus, State};
+use super::{CellState, FieldText, FormationStatus, State};
 
 /// Top-level fields of an image, in order.
 const FIELDS: usize = 7;
@@ -126,23 +126,27 @@ struct RejectionRow {
 }
 
 /// A cell, in ascending id order, with its slot (the order cells were created in); texts many
-/// cells share are numbers into the image's text table.
+/// cells share are numbers into the image's text table. Record texts are written from their
+/// [`FieldText`] (rendered if packed) and read back as `&str`: the same bytes either way.
 #[derive(Serialize, Deserialize)]
-struct CellRow<'a> {
+struct CellRow<'a, T> {
     id: &'a str,
     slot: u32,
     spec: u32,
     run: Option<u32>,
     formation: Option<u32>,
     state: u8,
-    #[serde(borrow)]
-    started_at: Option<&'a str>,
-    #[serde(borrow)]
-    destroyed_at: Option<&'a str>,
-    #[serde(borrow)]
-    outcome: Option<&'a str>,
+    started_at: Option<T>,
+    destroyed_at: Option<T>,
+    outcome: Option<T>,
     exit_code: Option<i32>,
     last_event_seq: u64,
+}
+
+impl Serialize for FieldText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 const STATUSES: [FormationStatus; 5] = [
@@ -247,11 +251,11 @@ impl Serialize for Image<'_> {
                 spec: r[0],
                 run: some(r[1]),
                 formation: some(r[2]),
-                state: code(&CELL_STATES, &c.record.state),
-                started_at: c.record.started_at.as_deref(),
-                destroyed_at: c.record.destroyed_at.as_deref(),
-                outcome: c.record.outcome.as_deref(),
-                exit_code: c.record.exit_code,
+                state: code(&CELL_STATES, &c.state),
+                started_at: c.started_at(),
+                destroyed_at: c.destroyed_at(),
+                outcome: c.outcome(),
+                exit_code: c.exit_code(),
                 last_event_seq: c.record.last_event_seq,
             });
         let orphans = st.orphan_heads.iter().map(|(id, &seq)| (&**id, seq));

@@ -2,14 +2,14 @@
 //! texts that many cells share (a fleet runs many cells per spec, run and formation).
 //!
 //! A cache, not part of the projection, like the cell lookup: a clone starts empty (an O(1)
-//! clone cannot copy a hash table), and the texts it hands out are ordinary `Arc<str>`s, equal
+//! clone cannot copy a hash table), and the texts it hands out are ordinary [`ArcStr`]s, equal
 //! to fresh ones. It holds at most [`MAX_INTERNED`] texts; past that, texts are allocated per
 //! use as if there were no interner, so a producer sending endless distinct ids costs what it
 //! did without one. The hash seed is the cell lookup's (producers cannot choose collisions).
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
+use arcstr::ArcStr;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
@@ -17,7 +17,7 @@ use hashbrown::HashTable;
 pub const MAX_INTERNED: usize = 1 << 15;
 
 pub struct Interner {
-    table: HashTable<Arc<str>>,
+    table: HashTable<ArcStr>,
     hasher: FixedState,
 }
 
@@ -30,12 +30,12 @@ impl Interner {
     }
 
     /// `text` as a shared allocation: the one already handed out for equal text, if any.
-    pub fn intern(&mut self, text: &str) -> Arc<str> {
+    pub fn intern(&mut self, text: &str) -> ArcStr {
         let hash = self.hasher.hash_one(text);
         if let Some(found) = self.table.find(hash, |t| &**t == text) {
             return found.clone();
         }
-        let shared: Arc<str> = Arc::from(text);
+        let shared = ArcStr::from(text);
         if self.table.len() < MAX_INTERNED {
             let hasher = &self.hasher;
             self.table
@@ -78,7 +78,7 @@ mod tests {
         let mut texts = Interner::default();
         let a = texts.intern("ci-build-v3");
         let b = texts.intern("ci-build-v3");
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(ArcStr::ptr_eq(&a, &b));
         assert_eq!(&*texts.intern("other"), "other");
         assert_eq!(texts.len(), 2);
         assert!(texts.clone().is_empty(), "a clone starts empty");
@@ -89,7 +89,7 @@ mod tests {
         let past = texts.intern("one-more");
         assert_eq!(&*past, "one-more");
         assert!(
-            !Arc::ptr_eq(&past, &texts.intern("one-more")),
+            !ArcStr::ptr_eq(&past, &texts.intern("one-more")),
             "not kept past the bound"
         );
     }

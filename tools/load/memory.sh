@@ -8,8 +8,9 @@
 # then per workload, on a fresh nats-server: publish EVENTS supervisor events with PER_CELL
 # events per cell (`cellos-load publish`), start the server, wait until its cursor reaches the
 # last seq, let it settle SETTLE seconds, read its RSS. Bytes per cell = (RSS after replay - RSS
-# empty) / cells. Workloads: EVENTS events of 8 per cell (125,000 cells for 10^6), and CELLS
-# cells of one `started` each. Loopback only; everything is stopped at the end.
+# empty) / cells; also the seconds from the server's start until its cursor reached the end. Workloads: EVENTS events of 8 per cell (125,000 cells for 10^6), and CELLS
+# cells of one `started` each (ONLY=lifecycles or ONLY=cells runs one of them). Loopback only;
+# everything is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -46,7 +47,8 @@ measure() {
   env CELLOS_SERVER_API_TOKEN=$TOKEN CELLOS_SERVER_BIND=127.0.0.1:$hport CELLOS_NATS_URL=$url \
     CELLOS_DATA_DIR="$dir/data" RUST_LOG=warn $SERVER_ENV "$bin" >"$dir/server.log" 2>&1 &
   local spid=$!; pids+=("$spid")
-  "$LOAD" --addr "127.0.0.1:$hport" --token "$TOKEN" wait --cursor "$last" >/dev/null
+  REPLAY=$("$LOAD" --addr "127.0.0.1:$hport" --token "$TOKEN" wait --cursor "$last" |
+    awk '{print $(NF-1)}')
   sleep "$SETTLE"
   RSS=$(rss_kib "$spid")
   kill "$spid" "$npid"; wait "$spid" "$npid" 2>/dev/null || true
@@ -57,12 +59,18 @@ run() {
   measure "$name-empty" "$bin" 0 1
   local empty=$RSS
   echo "$name empty: RSS $((empty / 1024)) MiB" | tee -a "$work/summary"
-  measure "$name-lifecycles" "$bin" "$EVENTS" 8
-  echo "$name $EVENTS events, $((EVENTS / 8)) cells (8 each): RSS $((RSS / 1024)) MiB," \
-    "$(((RSS - empty) * 1024 / (EVENTS / 8))) bytes/cell above empty" | tee -a "$work/summary"
-  measure "$name-cells" "$bin" "$CELLS" 1
-  echo "$name $CELLS cells (1 event each): RSS $((RSS / 1024)) MiB," \
-    "$(((RSS - empty) * 1024 / CELLS)) bytes/cell above empty" | tee -a "$work/summary"
+  if [ "${ONLY:-lifecycles}" = lifecycles ]; then
+    measure "$name-lifecycles" "$bin" "$EVENTS" 8
+    echo "$name $EVENTS events, $((EVENTS / 8)) cells (8 each): RSS $((RSS / 1024)) MiB," \
+      "$(((RSS - empty) * 1024 / (EVENTS / 8))) bytes/cell above empty, ready in $REPLAY s" |
+      tee -a "$work/summary"
+  fi
+  if [ "${ONLY:-cells}" = cells ]; then
+    measure "$name-cells" "$bin" "$CELLS" 1
+    echo "$name $CELLS cells (1 event each): RSS $((RSS / 1024)) MiB," \
+      "$(((RSS - empty) * 1024 / CELLS)) bytes/cell above empty, ready in $REPLAY s" |
+      tee -a "$work/summary"
+  fi
 }
 
 run ours "$OURS_BIN"

@@ -59,6 +59,22 @@ fn time(t: Option<u8>) -> String {
     })
 }
 
+/// A cell event's time: usually the packed shape, sometimes one kept as text (see `record`).
+fn cell_time(t: u8) -> String {
+    match t % 10 {
+        2 => "2026-01-01 00:00:02".into(),
+        t => format!("2026-01-01T00:00:0{t}.000Z"),
+    }
+}
+
+/// An outcome: one the record codes, or one it keeps as text.
+fn outcome_text(o: u8) -> String {
+    match o {
+        0 => "failed".into(),
+        o => format!("o{o}"),
+    }
+}
+
 impl Op {
     pub fn json(&self) -> String {
         match self {
@@ -95,7 +111,7 @@ impl Op {
                     data.push(format!("\"exitCode\":{e}"));
                 }
                 if let Some(o) = outcome {
-                    data.push(format!("\"outcome\":\"o{o}\""));
+                    data.push(format!("\"outcome\":\"{}\"", outcome_text(*o)));
                 }
                 if let Some(f) = formation {
                     data.push(format!(
@@ -103,9 +119,9 @@ impl Op {
                         fid(*f)
                     ));
                 }
+                let time = t.map_or(String::new(), |t| format!(",\"time\":\"{}\"", cell_time(t)));
                 format!(
-                    "{{\"type\":\"dev.cellos.events.cell.{ty}\"{},\"data\":{{{}}}}}",
-                    time(*t),
+                    "{{\"type\":\"dev.cellos.events.cell.{ty}\"{time},\"data\":{{{}}}}}",
                     data.join(",")
                 )
             }
@@ -326,7 +342,7 @@ impl Model {
                 } else {
                     format!("s{s}")
                 };
-                let t = t.map(|t| format!("2026-01-01T00:00:0{}.000Z", t % 10));
+                let t = t.map(cell_time);
                 let f = formation.map(fid);
                 let rec = self.cells.entry(id).or_insert_with(|| {
                     (
@@ -366,7 +382,7 @@ impl Model {
                         rec.2 = "destroyed";
                         rec.5 = t;
                         if let Some(o) = outcome {
-                            rec.6 = Some(format!("o{o}"));
+                            rec.6 = Some(outcome_text(*o));
                         }
                     }
                 }
@@ -429,10 +445,10 @@ impl Model {
                         c.run_id().map(str::to_owned),
                         c.state.as_str(),
                         c.formation_id().map(str::to_owned),
-                        c.started_at.as_deref().map(str::to_owned),
-                        c.destroyed_at.as_deref().map(str::to_owned),
-                        c.outcome.as_deref().map(str::to_owned),
-                        c.exit_code,
+                        c.started_at().as_deref().map(str::to_owned),
+                        c.destroyed_at().as_deref().map(str::to_owned),
+                        c.outcome().as_deref().map(str::to_owned),
+                        c.exit_code(),
                     ),
                 )
             })

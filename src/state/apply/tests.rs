@@ -48,10 +48,10 @@ fn cell_lifecycle_fills_the_record() {
     let c = s.cell("c1").unwrap();
     assert_eq!(c.state, CellState::Destroyed);
     assert_eq!(c.run_id(), Some("r1"));
-    assert_eq!(c.started_at.as_deref(), Some("t1"));
-    assert_eq!(c.destroyed_at.as_deref(), Some("t3"));
-    assert_eq!(c.outcome.as_deref(), Some("succeeded"));
-    assert_eq!(c.exit_code, Some(1), "wraps like `as i32`");
+    assert_eq!(c.started_at().as_deref(), Some("t1"));
+    assert_eq!(c.destroyed_at().as_deref(), Some("t3"));
+    assert_eq!(c.outcome().as_deref(), Some("succeeded"));
+    assert_eq!(c.exit_code(), Some(1), "wraps like `as i32`");
 }
 
 #[test]
@@ -86,7 +86,8 @@ fn cell_rules() {
     let c = s.cell("c").unwrap();
     assert_eq!((c.state, c.spec_id()), (CellState::Running, "sp"));
     assert_eq!(
-        c.started_at, None,
+        c.started_at(),
+        None,
         "a started without time clears started_at"
     );
     // Destroyed is terminal.
@@ -96,14 +97,14 @@ fn cell_rules() {
         Some("t"),
     );
     run(&mut s, 5, &destroyed);
-    let before = s.cell("c").map(|c| c.record.clone());
+    let before = s.cell("c").map(|c| *c.record);
     for (seq, ev) in [(6, &started), (7, &completed), (8, &destroyed)] {
         assert_eq!(
             run(&mut s, seq, ev),
             Outcome::Ignored(Ignored::CellTerminal)
         );
     }
-    let mut after = s.cell("c").map(|c| c.record.clone());
+    let mut after = s.cell("c").map(|c| *c.record);
     if let Some(after) = after.as_mut() {
         assert_eq!(after.last_event_seq, 8, "later events still join the chain");
         after.last_event_seq = 5;
@@ -117,7 +118,7 @@ fn cell_rules() {
     );
     run(&mut s, 9, &d2);
     assert_eq!(s.cell("d").unwrap().state, CellState::Destroyed);
-    assert_eq!(s.cell("d").unwrap().started_at, None);
+    assert_eq!(s.cell("d").unwrap().started_at(), None);
 }
 
 #[test]
@@ -424,7 +425,7 @@ fn formation_refs_are_normalized_then_shared() {
     let mut texts = Interner::default();
     let upper = formation_ref(&mut texts, "6F1C2A4E-8B3D-4F7A-9C21-5E0D7B8A3F14");
     let lower = formation_ref(&mut texts, "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14");
-    assert!(Arc::ptr_eq(&upper, &lower));
+    assert!(ArcStr::ptr_eq(&upper, &lower));
     assert_eq!(&*lower, "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14");
     assert_eq!(&*formation_ref(&mut texts, "not-a-uuid"), "not-a-uuid");
     assert_eq!(

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -12,8 +13,9 @@ use uuid::Uuid;
 
 use super::{CellRow, FormationRow, ImageError, RejectionRow, CELL_STATES, FIELDS, STATUSES};
 use crate::state::cells::Threads;
+use crate::state::record::Aside;
 use crate::state::{
-    CellIdentity, CellLinks, CellRecord, Cells, FormationRecord, Rejection, ShortText, State,
+    CellIdentity, CellLinks, CellRecord, Cells, Field, FormationRecord, Rejection, State,
 };
 
 /// The fewest bytes a cell takes in an image: what bounds the cells an image of a given size can
@@ -143,7 +145,7 @@ impl<'de> Visitor<'de> for Restore<'_> {
             }
         }
         let texts: Vec<&'de str> = next(&mut seq, why, "texts")?;
-        let texts: Vec<Arc<str>> = texts.into_iter().map(Arc::from).collect();
+        let texts: Vec<ArcStr> = texts.into_iter().map(ArcStr::from).collect();
         seq.next_element_seed(CellsSeed {
             state: &mut state,
             texts: &texts,
@@ -155,7 +157,7 @@ impl<'de> Visitor<'de> for Restore<'_> {
         .ok_or_else(|| why.fail("the image ends before its cells".into()))?;
         let orphans: Vec<(&'de str, u64)> = next(&mut seq, why, "orphan heads")?;
         for (id, head) in orphans {
-            if state.orphan_heads.insert(Arc::from(id), head).is_some() {
+            if state.orphan_heads.insert(ArcStr::from(id), head).is_some() {
                 return Err(why.fail(format!("orphan head {id:?} twice")));
             }
         }
@@ -169,7 +171,7 @@ impl<'de> Visitor<'de> for Restore<'_> {
 /// Restores the cells: each placed in its slot as it is read, then the table built in one pass.
 struct CellsSeed<'s> {
     state: &'s mut State,
-    texts: &'s [Arc<str>],
+    texts: &'s [ArcStr],
     hash_seed: u64,
     threads: Threads,
     max_cells: usize,
@@ -209,10 +211,11 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
         let mut identities: Vec<Option<CellIdentity>> = (0..count).map(|_| None).collect();
         let mut records: Vec<Option<CellRecord>> = (0..count).map(|_| None).collect();
         let mut index = Vec::with_capacity(count);
+        let mut aside = Aside::default();
         // Per text number: the cells of the formation with that id, in ascending id order.
-        let mut members: Vec<Vec<Arc<str>>> = vec![Vec::new(); self.texts.len()];
+        let mut members: Vec<Vec<ArcStr>> = vec![Vec::new(); self.texts.len()];
         let mut previous: Option<&'de str> = None;
-        while let Some(c) = seq.next_element::<CellRow<'de>>()? {
+        while let Some(c) = seq.next_element::<CellRow<'de, &'de str>>()? {
             // Strictly ascending ids: the order readers list them in, and no cell twice.
             if previous.is_some_and(|p| p >= c.id) {
                 return Err(why.fail(format!("cell {:?} out of order or twice", c.id)));
@@ -223,25 +226,30 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
             if taken {
                 return Err(why.fail(format!("cell {:?} in slot {slot}, not free", c.id)));
             }
-            let key: Arc<str> = Arc::from(c.id);
+            let key = ArcStr::from(c.id);
             let formation = c.formation.map(text).transpose()?;
             if let Some(f) = c.formation {
                 members[f as usize].push(key.clone());
             }
             identities[slot] = Some(CellIdentity {
-                id: key.clone(),
                 spec_id: text(c.spec)?,
                 run_id: c.run.map(text).transpose()?,
                 formation_id: formation,
             });
-            records[slot] = Some(CellRecord {
-                state: why.code(&CELL_STATES, c.state, "cell state")?,
-                started_at: c.started_at.map(ShortText::from),
-                destroyed_at: c.destroyed_at.map(ShortText::from),
-                outcome: c.outcome.map(ShortText::from),
-                exit_code: c.exit_code,
-                last_event_seq: c.last_event_seq,
-            });
+            let mut record = CellRecord::new(c.last_event_seq);
+            record.state = why.code(&CELL_STATES, c.state, "cell state")?;
+            record.set_exit_code(c.exit_code);
+            for (field, text) in [
+                (Field::StartedAt, c.started_at),
+                (Field::DestroyedAt, c.destroyed_at),
+                (Field::Outcome, c.outcome),
+            ] {
+                // A new record has no text to replace: only those present are set.
+                if text.is_some() {
+                    record.set_text(field, text, c.slot, &mut aside);
+                }
+            }
+            records[slot] = Some(record);
             index.push((key, c.slot));
         }
         let (Some(identities), Some(records)) = (
@@ -250,8 +258,14 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
         ) else {
             return Err(why.fail("fewer cells than declared".into()));
         };
-        self.state.cells =
-            Cells::from_parts(index, identities, records, self.hash_seed, self.threads);
+        self.state.cells = Cells::from_parts(
+            index,
+            identities,
+            records,
+            aside,
+            self.hash_seed,
+            self.threads,
+        );
         for (number, cells) in members.into_iter().enumerate() {
             if !cells.is_empty() {
                 let formation = self.texts[number].clone();

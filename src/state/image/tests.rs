@@ -3,8 +3,6 @@
 
 use proptest::prelude::*;
 
-use std::sync::Arc;
-
 use super::*;
 use crate::event::decode::Decoder;
 use crate::state::apply::model::{op, Op};
@@ -143,7 +141,10 @@ fn texts_shared_by_cells_are_stored_once_and_shared_again() {
     assert_eq!(restored, state);
     let a = restored.cell("cell-1").unwrap();
     let b = restored.cell("cell-2").unwrap();
-    assert!(Arc::ptr_eq(&a.identity.spec_id, &b.identity.spec_id));
+    assert!(arcstr::ArcStr::ptr_eq(
+        &a.identity.spec_id,
+        &b.identity.spec_id
+    ));
     assert_eq!(
         restored
             .cells_of_formation("6f9619ff-8b86-d011-b42d-00cf4fc964ff")

@@ -1,0 +1,570 @@
+//! `CellRecord`: what changes about a cell, packed into 40 bytes of plain data.
+//!
+//! The record is what an update copies (with its leaf of [`super::slots::LEAF`] records), and
+//! what a million cells hold a million of, so its texts are not stored as texts when they have
+//! their usual shape. A time of the shape `YYYY-MM-DDTHH:MM:SS[.fraction]` followed by `Z` or
+//! `±HH:MM` is packed into 12 bytes ([`Stamp`]) and rendered back byte for byte on read; the
+//! outcomes the supervisor sends (`succeeded`, `failed`) are a code. Anything else (another
+//! time format, any other outcome) is kept as text in the table's [`Aside`] map, keyed by slot
+//! and field, so every text renders exactly as it was sent.
+
+use std::fmt;
+use std::ops::Deref;
+
+use arcstr::ArcStr;
+use imbl::OrdMap;
+
+use super::CellState;
+
+/// The record's text fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    StartedAt = 0,
+    DestroyedAt = 1,
+    Outcome = 2,
+}
+
+/// Texts records could not pack, by slot and field: part of the projection (it compares and
+/// prints with the records). Usually empty; at most three texts per cell, since setting a field
+/// replaces or removes its text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Aside(OrdMap<u64, ArcStr>);
+
+impl Aside {
+    fn key(slot: u32, field: Field) -> u64 {
+        (u64::from(slot) << 2) | field as u64
+    }
+
+    pub fn get(&self, slot: u32, field: Field) -> Option<&ArcStr> {
+        self.0.get(&Self::key(slot, field))
+    }
+
+    fn set(&mut self, slot: u32, field: Field, text: Option<&str>) {
+        let key = Self::key(slot, field);
+        match text {
+            Some(text) => {
+                self.0.insert(key, ArcStr::from(text));
+            }
+            None => {
+                self.0.remove(&key);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A time field: absent, packed, or kept aside. 12 bytes, alignment 4 (see [`Stamp::pack`]).
+/// Three 32-bit words rather than a u64 and a u32, which would align to 16 bytes and make the
+/// record 48.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Tag (2 bits), then the fields, from the top of `high`: see `pack`.
+    high: u32,
+    low: u32,
+    /// The fraction's value (its digit count is in the fields).
+    fraction: u32,
+}
+
+const TAG_SHIFT: u32 = 62;
+const PACKED: u64 = 1;
+const ASIDE: u64 = 2;
+
+/// Longest packed time: 19 (date and time) + 10 (`.` and 9 digits) + 6 (`+HH:MM`).
+const MAX_RENDERED: usize = 35;
+
+impl Stamp {
+    const NONE: Stamp = Stamp::from_fields(0, 0);
+    const ASIDE: Stamp = Stamp::from_fields(ASIDE << TAG_SHIFT, 0);
+
+    const fn from_fields(fields: u64, fraction: u32) -> Stamp {
+        Stamp {
+            high: (fields >> 32) as u32,
+            low: fields as u32,
+            fraction,
+        }
+    }
+
+    fn fields(self) -> u64 {
+        (u64::from(self.high) << 32) | u64::from(self.low)
+    }
+
+    /// Packs `text` if it has the shape the module docs describe and every two-digit field fits
+    /// its bits (month ≤ 15, day/hour ≤ 31, minute/second ≤ 63, offset hours ≤ 31, minutes ≤
+    /// 63), so that rendering gives back exactly `text`. Bits from the top: tag 2, year 14,
+    /// month 4, day 5, hour 5, minute 6, second 6, fraction digits 4, offset sign 2 (0 `Z`,
+    /// 1 `+`, 2 `-`), offset hours 5, offset minutes 6.
+    pub fn pack(text: &str) -> Option<Stamp> {
+        let b = text.as_bytes();
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let year = digits(&b[0..4])?;
+        let two = |at: usize, bits: u32| digits(&b[at..at + 2]).filter(|v| *v < 1 << bits);
+        let (month, day, hour) = (two(5, 4)?, two(8, 5)?, two(11, 5)?);
+        let (minute, second) = (two(14, 6)?, two(17, 6)?);
+        let mut at = 19;
+        let (mut places, mut fraction) = (0, 0);
+        if b[at] == b'.' {
+            let run = b[at + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if !(1..=9).contains(&run) {
+                return None;
+            }
+            places = run as u64;
+            fraction = digits(&b[at + 1..at + 1 + run])? as u32;
+            at += 1 + run;
+        }
+        let (sign, off_hour, off_minute) = match &b[at..] {
+            [b'Z'] => (0, 0, 0),
+            [s @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let hh = digits(&[*h1, *h2]).filter(|v| *v < 32)?;
+                let mm = digits(&[*m1, *m2]).filter(|v| *v < 64)?;
+                (if *s == b'+' { 1 } else { 2 }, hh, mm)
+            }
+            _ => return None,
+        };
+        let mut fields = PACKED;
+        for (value, bits) in [
+            (year, 14),
+            (month, 4),
+            (day, 5),
+            (hour, 5),
+            (minute, 6),
+            (second, 6),
+            (places, 4),
+            (sign, 2),
+            (off_hour, 5),
+            (off_minute, 6),
+        ] {
+            fields = (fields << bits) | value;
+        }
+        // 2 + 57 bits: shift the tag to the top.
+        Some(Stamp::from_fields(fields << (TAG_SHIFT - 57), fraction))
+    }
+
+    fn tag(self) -> u64 {
+        self.fields() >> TAG_SHIFT
+    }
+
+    /// The packed time's text; `None` unless packed.
+    fn render(self) -> Option<Rendered> {
+        if self.tag() != PACKED {
+            return None;
+        }
+        let mut rest = self.fields() >> (TAG_SHIFT - 57);
+        let mut take = |bits: u32| {
+            let v = rest & ((1 << bits) - 1);
+            rest >>= bits;
+            v
+        };
+        let (off_minute, off_hour, sign) = (take(6), take(5), take(2));
+        let (places, second, minute) = (take(4), take(6), take(6));
+        let (hour, day, month, year) = (take(5), take(5), take(4), take(14));
+        let mut out = Rendered {
+            bytes: [0; MAX_RENDERED],
+            len: 0,
+        };
+        out.number(year, 4);
+        out.push(b'-');
+        out.number(month, 2);
+        out.push(b'-');
+        out.number(day, 2);
+        out.push(b'T');
+        out.number(hour, 2);
+        out.push(b':');
+        out.number(minute, 2);
+        out.push(b':');
+        out.number(second, 2);
+        if places > 0 {
+            out.push(b'.');
+            out.number(u64::from(self.fraction), places as usize);
+        }
+        match sign {
+            0 => out.push(b'Z'),
+            _ => {
+                out.push(if sign == 1 { b'+' } else { b'-' });
+                out.number(off_hour, 2);
+                out.push(b':');
+                out.number(off_minute, 2);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The value of a run of ASCII digits (at most 9), `None` if any byte is not a digit.
+fn digits(b: &[u8]) -> Option<u64> {
+    b.iter().try_fold(0u64, |v, c| {
+        c.is_ascii_digit().then(|| v * 10 + u64::from(c - b'0'))
+    })
+}
+
+/// A packed time rendered on the stack.
+#[derive(Clone, Copy)]
+struct Rendered {
+    bytes: [u8; MAX_RENDERED],
+    len: u8,
+}
+
+impl Rendered {
+    fn push(&mut self, c: u8) {
+        self.bytes[usize::from(self.len)] = c;
+        self.len += 1;
+    }
+
+    /// `value` in exactly `width` digits, zero-padded (it fits: it was read from `width`).
+    fn number(&mut self, mut value: u64, width: usize) {
+        let end = usize::from(self.len) + width;
+        for at in (usize::from(self.len)..end).rev() {
+            self.bytes[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+        self.len = end as u8;
+    }
+}
+
+/// A text field as read: rendered from its packed form, or borrowed.
+#[derive(Clone, Copy)]
+pub struct FieldText<'a>(Repr<'a>);
+
+#[derive(Clone, Copy)]
+enum Repr<'a> {
+    Rendered(Rendered),
+    Borrowed(&'a str),
+}
+
+impl FieldText<'_> {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only ASCII digits and punctuation are ever pushed, so always UTF-8; the fallback is
+            // unreachable but keeps this free of `unsafe`.
+            Repr::Rendered(r) => {
+                std::str::from_utf8(&r.bytes[..usize::from(r.len)]).unwrap_or_default()
+            }
+            Repr::Borrowed(s) => s,
+        }
+    }
+}
+
+impl Deref for FieldText<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for FieldText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for FieldText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for FieldText<'_> {
+    fn eq(&self, other: &FieldText<'_>) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for FieldText<'_> {}
+
+impl PartialEq<str> for FieldText<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for FieldText<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The outcomes the supervisor sends, by code (0: none, the last: kept aside).
+const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
+const OUTCOME_ASIDE: u8 = OUTCOMES.len() as u8 + 1;
+/// `flags` bits: the outcome code, and whether there is an exit code.
+const OUTCOME_MASK: u8 = 0b011;
+const HAS_EXIT: u8 = 0b100;
+
+/// What changes about a cell as its events arrive (the identity is kept apart, see
+/// [`super::Cells`]). Plain data, 40 bytes; its texts need the table's [`Aside`] to be read,
+/// which is why they are read through [`super::Cell`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CellRecord {
+    pub state: CellState,
+    /// Outcome code and exit-code presence (see `OUTCOME_MASK`, `HAS_EXIT`).
+    flags: u8,
+    exit_code: i32,
+    /// Seq of the newest event naming this cell in `data.cellId` (any family): the head of its
+    /// event chain in [`super::CellLinks`].
+    pub last_event_seq: u64,
+    started_at: Stamp,
+    destroyed_at: Stamp,
+}
+
+impl CellRecord {
+    /// A `pending` cell with nothing set.
+    pub fn new(last_event_seq: u64) -> CellRecord {
+        CellRecord {
+            state: CellState::Pending,
+            flags: 0,
+            exit_code: 0,
+            last_event_seq,
+            started_at: Stamp::NONE,
+            destroyed_at: Stamp::NONE,
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        (self.flags & HAS_EXIT != 0).then_some(self.exit_code)
+    }
+
+    pub fn set_exit_code(&mut self, code: Option<i32>) {
+        self.flags &= !HAS_EXIT;
+        self.exit_code = 0;
+        if let Some(code) = code {
+            self.flags |= HAS_EXIT;
+            self.exit_code = code;
+        }
+    }
+
+    /// Sets a text field; `slot` is this record's, `aside` its table's.
+    pub fn set_text(&mut self, field: Field, text: Option<&str>, slot: u32, aside: &mut Aside) {
+        let was_aside = match field {
+            Field::Outcome => self.flags & OUTCOME_MASK == OUTCOME_ASIDE,
+            Field::StartedAt => self.started_at.tag() == ASIDE,
+            Field::DestroyedAt => self.destroyed_at.tag() == ASIDE,
+        };
+        let mut kept_aside = false;
+        match field {
+            Field::Outcome => {
+                let code = match text {
+                    None => 0,
+                    Some(t) => match OUTCOMES.iter().position(|o| *o == t) {
+                        Some(i) => i as u8 + 1,
+                        None => {
+                            kept_aside = true;
+                            OUTCOME_ASIDE
+                        }
+                    },
+                };
+                self.flags = (self.flags & !OUTCOME_MASK) | code;
+            }
+            Field::StartedAt | Field::DestroyedAt => {
+                let stamp = match text {
+                    None => Stamp::NONE,
+                    Some(t) => Stamp::pack(t).unwrap_or_else(|| {
+                        kept_aside = true;
+                        Stamp::ASIDE
+                    }),
+                };
+                match field {
+                    Field::StartedAt => self.started_at = stamp,
+                    _ => self.destroyed_at = stamp,
+                }
+            }
+        }
+        if kept_aside {
+            aside.set(slot, field, text);
+        } else if was_aside {
+            aside.set(slot, field, None);
+        }
+    }
+
+    /// A text field as sent; `slot` and `aside` as for [`CellRecord::set_text`].
+    pub fn text<'a>(&self, field: Field, slot: u32, aside: &'a Aside) -> Option<FieldText<'a>> {
+        let from_aside = || {
+            aside
+                .get(slot, field)
+                .map(|t| FieldText(Repr::Borrowed(t.as_str())))
+        };
+        let stamp = match field {
+            Field::Outcome => {
+                return match self.flags & OUTCOME_MASK {
+                    0 => None,
+                    OUTCOME_ASIDE => from_aside(),
+                    code => Some(FieldText(Repr::Borrowed(OUTCOMES[usize::from(code) - 1]))),
+                };
+            }
+            Field::StartedAt => self.started_at,
+            Field::DestroyedAt => self.destroyed_at,
+        };
+        match stamp.tag() {
+            PACKED => stamp.render().map(|r| FieldText(Repr::Rendered(r))),
+            ASIDE => from_aside(),
+            _ => None,
+        }
+    }
+}
+
+/// Prints the packed fields as codes (the texts need the table's [`Aside`]).
+impl fmt::Debug for CellRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = |s: Stamp| s.render().map(|r| FieldText(Repr::Rendered(r)));
+        f.debug_struct("CellRecord")
+            .field("state", &self.state)
+            .field("started_at", &time(self.started_at))
+            .field("destroyed_at", &time(self.destroyed_at))
+            .field("outcome_code", &(self.flags & OUTCOME_MASK))
+            .field("exit_code", &self.exit_code())
+            .field("last_event_seq", &self.last_event_seq)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip(text: &str) -> Option<String> {
+        Stamp::pack(text)
+            .and_then(|s| s.render())
+            .map(|r| FieldText(Repr::Rendered(r)).to_string())
+    }
+
+    #[test]
+    fn usual_times_pack_and_render_back_exactly() {
+        for t in [
+            "2026-11-23T12:15:49.355Z",
+            "2026-11-23T12:15:49Z",
+            "2026-11-23T12:15:49.123456789Z",
+            "2026-11-23T12:15:49.1Z",
+            "2026-11-23T12:15:49.000Z",
+            "0000-00-00T00:00:00Z",
+            "9999-12-31T23:59:60.999999999-23:59",
+            "2026-11-23T12:15:49.35+01:00",
+            "2026-02-30T31:63:63+31:63",
+        ] {
+            assert_eq!(round_trip(t).as_deref(), Some(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_not_packed() {
+        for t in [
+            "",
+            "now",
+            "2026-11-23t12:15:49Z",
+            "2026-11-23 12:15:49Z",
+            "2026-11-23T12:15:49z",
+            "2026-11-23T12:15:49",
+            "2026-11-23T12:15:49.Z",
+            "2026-11-23T12:15:49.1234567890Z",
+            "2026-16-23T12:15:49Z",
+            "2026-11-32T12:15:49Z",
+            "2026-11-23T32:15:49Z",
+            "2026-11-23T12:64:49Z",
+            "2026-11-23T12:15:49+0100",
+            "2026-11-23T12:15:49+32:00",
+            "2026-11-23T12:15:49Z ",
+            "+2026-11-23T12:15:49Z",
+            "2026-11-23T12:15:4\u{e9}Z",
+        ] {
+            assert_eq!(Stamp::pack(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_forty_bytes_of_plain_data() {
+        assert_eq!(std::mem::size_of::<CellRecord>(), 40);
+        assert_eq!(std::mem::size_of::<Option<CellRecord>>(), 40);
+    }
+
+    #[test]
+    fn texts_that_do_not_pack_are_kept_aside_and_removed_when_replaced() {
+        let mut aside = Aside::default();
+        let mut rec = CellRecord::new(1);
+        rec.set_text(Field::StartedAt, Some("yesterday"), 7, &mut aside);
+        rec.set_text(Field::Outcome, Some("crashed"), 7, &mut aside);
+        rec.set_text(
+            Field::DestroyedAt,
+            Some("2026-11-23T12:15:49Z"),
+            7,
+            &mut aside,
+        );
+        assert_eq!(aside.len(), 2);
+        fn text(rec: &CellRecord, f: Field, aside: &Aside) -> Option<String> {
+            rec.text(f, 7, aside).map(|t| t.to_string())
+        }
+        assert_eq!(
+            text(&rec, Field::StartedAt, &aside).as_deref(),
+            Some("yesterday")
+        );
+        assert_eq!(
+            text(&rec, Field::Outcome, &aside).as_deref(),
+            Some("crashed")
+        );
+        assert_eq!(
+            text(&rec, Field::DestroyedAt, &aside).as_deref(),
+            Some("2026-11-23T12:15:49Z")
+        );
+        rec.set_text(
+            Field::StartedAt,
+            Some("2026-11-23T12:15:49Z"),
+            7,
+            &mut aside,
+        );
+        rec.set_text(Field::Outcome, Some("failed"), 7, &mut aside);
+        assert!(aside.is_empty(), "replaced texts leave the aside map");
+        assert_eq!(
+            text(&rec, Field::Outcome, &aside).as_deref(),
+            Some("failed")
+        );
+        rec.set_text(Field::Outcome, None, 7, &mut aside);
+        assert_eq!(text(&rec, Field::Outcome, &aside), None);
+    }
+
+    #[test]
+    fn exit_codes_keep_every_value_and_absence() {
+        let mut rec = CellRecord::new(1);
+        assert_eq!(rec.exit_code(), None);
+        for code in [0, -1, i32::MIN, i32::MAX] {
+            rec.set_exit_code(Some(code));
+            assert_eq!(rec.exit_code(), Some(code));
+        }
+        rec.set_exit_code(None);
+        assert_eq!(rec.exit_code(), None);
+        assert_eq!(rec, CellRecord::new(1));
+    }
+
+    proptest! {
+        /// Whatever the text, a field reads back exactly as set: packed or aside.
+        #[test]
+        fn every_text_reads_back_as_set(
+            text in prop_oneof![
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,10})?(Z|[+-][0-9]{2}:[0-9]{2})",
+                ".{0,40}",
+            ],
+            field in prop_oneof![Just(Field::StartedAt), Just(Field::DestroyedAt), Just(Field::Outcome)],
+            slot in 0u32..4,
+        ) {
+            let mut aside = Aside::default();
+            let mut rec = CellRecord::new(1);
+            rec.set_text(field, Some(&text), slot, &mut aside);
+            let read = rec.text(field, slot, &aside).map(|t| t.to_string());
+            prop_assert_eq!(read.as_deref(), Some(text.as_str()));
+            if let Some(rendered) = round_trip(&text) {
+                prop_assert_eq!(rendered, text);
+            }
+        }
+    }
+}
