@@ -21,7 +21,8 @@
 //!
 //! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`], the checkpoint
 //! format ([`checkpoint::format`]). Edges: [`log`], [`ingest`] (threads and tasks), checkpoint
-//! stores and writer, [`http`], [`server`]. Only [`config`] reads the environment.
+//! stores and writer, [`http`], [`server`], and [`memory`] (handing freed pages back to the OS).
+//! Only [`config`] reads the environment.
 //!
 //! The edges are behind the default `server` feature. Without it the crate builds only the core,
 //! the frame ring, the ingest core ([`ingest::Ingestor`]), the log's types and request parsing:
@@ -44,6 +45,7 @@ pub mod state;
 
 cfg_server! {
     pub mod config;
+    pub mod memory;
     pub mod metrics;
     pub mod server;
     pub mod ws;

@@ -36,6 +36,7 @@ fn init_tracing(filter: &str) {
 fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(cellos_server::memory::on_worker_park)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {

@@ -11,12 +11,13 @@ pub mod links;
 pub mod record;
 pub mod slots;
 pub mod snapshot;
+pub mod sorted;
 
 use std::sync::Arc;
 
 use arcstr::ArcStr;
 use bytes::Bytes;
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 use uuid::Uuid;
 
 pub use apply::{apply, Ignored, Outcome};
@@ -24,6 +25,7 @@ pub use cells::{Cell, CellMut, Cells};
 pub use links::{CellLinks, CELL_LINK_WINDOW};
 pub use record::{CellRecord, Field, FieldText};
 pub use snapshot::{Publisher, Reader, Snapshot};
+pub use sorted::SortedMap;
 
 /// How many name-conflict rejections are remembered (most recent first), so a writer can tell its
 /// client who holds the name. Older ones are forgotten in log order, deterministically.
@@ -124,7 +126,7 @@ pub struct State {
     names: OrdMap<Arc<str>, Uuid>,
     cells: Cells,
     /// Formation id (as correlated by producers) → its cells.
-    cells_by_formation: OrdMap<ArcStr, OrdSet<ArcStr>>,
+    cells_by_formation: OrdMap<ArcStr, SortedMap<ArcStr, ()>>,
     rejections: OrdMap<Uuid, Rejection>,
     rejection_order: OrdMap<u64, Uuid>,
     /// Cell id → newest event naming it, for cells with no record (yet).
@@ -212,7 +214,7 @@ impl State {
         self.cells_by_formation
             .get(formation_id)
             .into_iter()
-            .flat_map(|ids| ids.iter())
+            .flat_map(|ids| ids.keys())
             .filter_map(|id| self.cells.get(id))
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::format;
 use super::store::{log_tag, name_of, CheckpointStore, KEEP};
 use crate::log::{EventLog, LogIdentity};
+use crate::memory;
 use crate::metrics::Metrics;
 use crate::state::{Reader, Snapshot};
 
@@ -175,13 +176,19 @@ impl Writer {
         let (bytes, encoding) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let bytes = format::encode(&identity, seq, &snapshot.state);
-            (bytes, started.elapsed())
+            let encoding = started.elapsed();
+            drop(snapshot);
+            // The encoder's buffers were this pool thread's, which may idle for long.
+            memory::release_this_thread();
+            (bytes, encoding)
         })
         .await
         .map_err(|e| e.to_string())?;
         let bytes = bytes.map_err(|e| e.to_string())?;
         let size = bytes.len();
         self.store.write(&name, bytes).await.map_err(|e| e.to_string())?;
+        // The image (as large as the state's share of the heap) is freed: give it back.
+        memory::release_after_burst();
         Ok((size, encoding))
     }
 

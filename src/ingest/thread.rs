@@ -13,6 +13,7 @@ use crate::event::decode::DecodeError;
 use crate::event::Family;
 use crate::fanout::RingWriter;
 use crate::log::TailBatch;
+use crate::memory::{self, RELEASE_EVERY};
 use crate::metrics::Metrics;
 use crate::state::{Ignored, Publisher, Snapshot, State};
 
@@ -89,6 +90,7 @@ pub fn spawn(
             }
             let mut replayed = false;
             let mut last_progress = Instant::now();
+            let mut last_release = Instant::now();
             while let Some(first) = batches.blocking_recv() {
                 let started = Instant::now();
                 let mut round = first.events.len();
@@ -124,6 +126,11 @@ pub fn spawn(
                 });
                 metrics.snapshot_published();
                 ingestor.flush(&metrics);
+                let idle = batches.is_empty() && last_release.elapsed() >= RELEASE_EVERY;
+                if finished_replay || idle {
+                    memory::release_after_burst();
+                    last_release = Instant::now();
+                }
                 if finished_replay {
                     boot.finish(ingestor.cursor, &metrics);
                 } else if !replayed {

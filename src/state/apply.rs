@@ -219,7 +219,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             .cells_by_formation
             .entry(formation)
             .or_default()
-            .insert(cell);
+            .insert(cell, ());
     }
     (Outcome::Applied, previous)
 }

@@ -12,10 +12,10 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::ops::Deref;
 
+use super::sorted::SortedMap;
 use arcstr::ArcStr;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
-use imbl::OrdMap;
 
 use super::interner::Interner;
 use super::record::{Aside, Field, FieldText};
@@ -36,7 +36,7 @@ const IN_RANGE: &str = "a slot from the cell index is in range";
 pub struct Cells {
     /// Id → slot in ascending id order: what readers search and list. The key allocation is
     /// shared with the identity and the formation index.
-    index: OrdMap<ArcStr, u32>,
+    index: SortedMap<ArcStr, u32>,
     identities: Slots<CellIdentity>,
     records: Slots<CellRecord>,
     /// The record texts that did not pack (see [`super::record`]).
@@ -155,12 +155,12 @@ impl Lookup {
         })
     }
 
-    fn complete(&mut self, index: &OrdMap<ArcStr, u32>, identities: &Slots<CellIdentity>) {
+    fn complete(&mut self, index: &SortedMap<ArcStr, u32>, identities: &Slots<CellIdentity>) {
         if !self.complete {
             self.table.clear();
             self.table
                 .reserve(index.len(), |p| spread(p.tag & HASH_MASK));
-            for (id, &slot) in index {
+            for (id, &slot) in index.iter() {
                 let identity = identities.get(slot as usize).expect(IN_RANGE);
                 self.push(id, slot, identity);
             }
@@ -418,7 +418,7 @@ impl Cells {
         threads: Threads,
     ) -> Cells {
         // Both threads read `index`: the second builds the ordered index, this one the lookup.
-        let build_index = || index.iter().cloned().collect::<OrdMap<_, _>>();
+        let build_index = || index.iter().cloned().collect::<SortedMap<_, _>>();
         std::thread::scope(|scope| {
             let worker = match threads {
                 Threads::One => None,

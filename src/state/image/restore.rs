@@ -271,7 +271,7 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
                 let formation = self.texts[number].clone();
                 self.state
                     .cells_by_formation
-                    .insert(formation, cells.into_iter().collect());
+                    .insert(formation, cells.into_iter().map(|c| (c, ())).collect());
             }
         }
         Ok(())
