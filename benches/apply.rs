@@ -31,7 +31,7 @@ mod common;
 
 /// The allocator the `cellos-server` binary runs with, so this bench measures what ships.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cellos_server::memory::Allocator = cellos_server::memory::Allocator;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -237,7 +237,7 @@ fn bench_cells(c: &mut Criterion, cells: u64) {
         .ingestor
         .state()
         .cells()
-        .filter(|c| c.state == CellState::Destroyed)
+        .filter(|c| c.state() == CellState::Destroyed)
         .count();
     assert_eq!(destroyed, fx.destroyed_per_pass, "mix must apply cleanly");
     eprintln!(
@@ -254,7 +254,7 @@ fn bench_cells(c: &mut Criterion, cells: u64) {
             .ingestor
             .state()
             .cells()
-            .filter(|c| c.state == CellState::Destroyed)
+            .filter(|c| c.state() == CellState::Destroyed)
             .count();
         assert_eq!(destroyed, n / 8, "active512 mix must apply cleanly");
     }

@@ -13,7 +13,7 @@ mod common;
 
 /// The allocator the `cellos-server` binary runs with, so this bench measures what ships.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cellos_server::memory::Allocator = cellos_server::memory::Allocator;
 
 use std::borrow::Cow;
 use std::hint::black_box;

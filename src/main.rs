@@ -6,7 +6,7 @@ use cellos_server::Config;
 /// The ingest thread allocates and frees on every event (records, frames, map nodes); mimalloc
 /// measured 1.3-1.75x faster than glibc malloc there (BENCHMARKS.md). Benchmarks use it too.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cellos_server::memory::Allocator = cellos_server::memory::Allocator;
 
 fn main() {
     let config = match Config::from_env() {

@@ -1,5 +1,5 @@
-//! Returning freed heap memory to the OS after a burst of work, so that the resident size follows
-//! the live state rather than the peak.
+//! The heap: the global allocator ([`Allocator`]), and returning freed memory to the OS after a
+//! burst of work, so that the resident size follows the live state rather than the peak.
 //!
 //! The allocator (mimalloc) keeps the pages a thread freed in that thread's heap, and hands the
 //! emptied ones back to the OS only when that thread calls into it again. After the boot replay
@@ -14,6 +14,10 @@
 //! has not seen ([`on_worker_park`], installed by `main`). A checkpoint does the same once its
 //! image, as large as the state's share of the heap, is written and freed. A release costs tens
 //! of microseconds; at most one per thread per [`RELEASE_EVERY`] and per checkpoint.
+
+mod allocator;
+
+pub use allocator::Allocator;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -104,7 +104,7 @@ impl CellState {
 /// What a cell is created with and at most filled in later (never changed once set), besides
 /// its id, which is the ordered index's key. Its texts are one-pointer shared strings: spec, run
 /// and formation ids are shared between the cells that name the same one (see [`interner`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CellIdentity {
     pub spec_id: ArcStr,
     pub run_id: Option<ArcStr>,
@@ -200,7 +200,7 @@ impl State {
     /// first; `None` when no event ever named it. Reaches back [`CELL_LINK_WINDOW`] log positions.
     pub fn cell_event_seqs(&self, id: &str, limit: usize) -> Option<Vec<u64>> {
         let newest = match self.cells.get(id) {
-            Some(cell) => cell.last_event_seq,
+            Some(cell) => cell.last_event_seq(),
             None => *self.orphan_heads.get(id)?,
         };
         Some(self.cell_links.chain(newest, limit))

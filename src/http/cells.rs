@@ -25,7 +25,7 @@ pub fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> 
     };
     let limit = q.limit.map_or(usize::MAX, |l| l.min(MAX_CELLS_LIMIT));
     let snap = ctx.reader.load();
-    let keep = |c: &Cell<'_>| state.is_none_or(|s| c.state == s);
+    let keep = |c: &Cell<'_>| state.is_none_or(|s| c.state() == s);
     let mut out = Vec::with_capacity(4096);
     match q.formation.as_deref() {
         None => render::array(

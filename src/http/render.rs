@@ -44,9 +44,9 @@ pub fn cell(out: &mut Vec<u8>, c: Cell<'_>) {
     out.extend_from_slice(b",\"run_id\":");
     opt_str(out, c.run_id());
     out.extend_from_slice(b",\"state\":\"");
-    out.extend_from_slice(c.state.as_str().as_bytes());
+    out.extend_from_slice(c.state().as_str().as_bytes());
     out.extend_from_slice(b"\",\"status\":\"");
-    out.extend_from_slice(c.state.as_str().as_bytes());
+    out.extend_from_slice(c.state().as_str().as_bytes());
     out.extend_from_slice(b"\",\"formation_id\":");
     opt_str(out, c.formation_id());
     out.extend_from_slice(b",\"started_at\":");

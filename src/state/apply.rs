@@ -166,8 +166,8 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
             let fill_run = missing.run_id && ev.run_id.is_some();
             let fill_formation = missing.formation_id && ev.formation_id.is_some();
             let mut rec = cell.record();
-            let previous = std::mem::replace(&mut rec.last_event_seq, seq);
-            if rec.state == CellState::Destroyed {
+            let previous = rec.replace_last_event_seq(seq);
+            if rec.state() == CellState::Destroyed {
                 return (Outcome::Ignored(Ignored::CellTerminal), previous);
             }
             cell_effect(&mut rec, ev);
@@ -228,7 +228,7 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
 /// without a record keep their newest event in `orphan_heads` until the record exists.
 fn note_cell_event(state: &mut State, cell: &str, seq: u64) -> u64 {
     match state.cells.get_mut(cell) {
-        Some(mut cell) => std::mem::replace(&mut cell.record().last_event_seq, seq),
+        Some(mut cell) => cell.record().replace_last_event_seq(seq),
         None => match state.orphan_heads.get_mut(cell) {
             Some(head) => std::mem::replace(head, seq),
             None => {
@@ -242,7 +242,7 @@ fn note_cell_event(state: &mut State, cell: &str, seq: u64) -> u64 {
 fn cell_effect(rec: &mut RecordMut<'_>, ev: &Event<'_>) {
     match ev.kind {
         Kind::CellStarted => {
-            rec.state = CellState::Running;
+            rec.set_state(CellState::Running);
             rec.set_text(Field::StartedAt, ev.time);
         }
         Kind::CellCommandCompleted => {
@@ -252,7 +252,7 @@ fn cell_effect(rec: &mut RecordMut<'_>, ev: &Event<'_>) {
             }
         }
         Kind::CellDestroyed => {
-            rec.state = CellState::Destroyed;
+            rec.set_state(CellState::Destroyed);
             rec.set_text(Field::DestroyedAt, ev.time);
             if let Some(outcome) = ev.outcome {
                 rec.set_text(Field::Outcome, Some(outcome));

@@ -477,7 +477,7 @@ mod tests {
             formation_id: None,
         };
         let mut record = CellRecord::new(i as u64);
-        record.state = CellState::Running;
+        record.set_state(CellState::Running);
         (ArcStr::from(format!("cell-{i}")), identity, record)
     }
 
@@ -494,8 +494,11 @@ mod tests {
             let id = format!("cell-{i}");
             let slot = cells.get_mut(&id).map(|c| c.probe.slot);
             assert_eq!(slot, fork.get_mut(&id).map(|c| c.probe.slot), "{id}");
-            fork.get_mut(&id).unwrap().record().last_event_seq = 7;
-            assert_eq!(cells.get(&id).unwrap().last_event_seq, i as u64);
+            fork.get_mut(&id)
+                .unwrap()
+                .record()
+                .replace_last_event_seq(7);
+            assert_eq!(cells.get(&id).unwrap().last_event_seq(), i as u64);
         }
         assert!(fork.get_mut("cell-1000").is_none());
         let (id, identity, record) = cell(1000);

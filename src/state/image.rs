@@ -251,12 +251,12 @@ impl Serialize for Image<'_> {
                 spec: r[0],
                 run: some(r[1]),
                 formation: some(r[2]),
-                state: code(&CELL_STATES, &c.state),
+                state: code(&CELL_STATES, &c.state()),
                 started_at: c.started_at(),
                 destroyed_at: c.destroyed_at(),
                 outcome: c.outcome(),
                 exit_code: c.exit_code(),
-                last_event_seq: c.record.last_event_seq,
+                last_event_seq: c.last_event_seq(),
             });
         let orphans = st.orphan_heads.iter().map(|(id, &seq)| (&**id, seq));
         let (base, links) = st.cell_links.parts();

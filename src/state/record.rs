@@ -1,4 +1,4 @@
-//! `CellRecord`: what changes about a cell, packed into 40 bytes of plain data.
+//! `CellRecord`: what changes about a cell, packed into 36 bytes of plain data.
 //!
 //! The record is what an update copies (with its leaf of [`super::slots::LEAF`] records), and
 //! what a million cells hold a million of, so its texts are not stored as texts when they have
@@ -61,8 +61,9 @@ impl Aside {
 }
 
 /// A time field: absent, packed, or kept aside. 12 bytes, alignment 4 (see [`Stamp::pack`]).
-/// Three 32-bit words rather than a u64 and a u32, which would align to 16 bytes and make the
-/// record 48.
+/// Three 32-bit words rather than a u64 and a u32, which would align to 8 bytes and make the
+/// record 40. The low [`META_BITS`] bits of `low` are not the time's: the record keeps its
+/// state and flags in those of its start time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
     /// Tag (2 bits), then the fields, from the top of `high`: see `pack`.
@@ -73,6 +74,9 @@ pub struct Stamp {
 }
 
 const TAG_SHIFT: u32 = 62;
+/// Low bits of a stamp that the time leaves free (57 bits of fields and 2 of tag in 64).
+const META_BITS: u32 = 5;
+const META_MASK: u32 = (1 << META_BITS) - 1;
 const PACKED: u64 = 1;
 const ASIDE: u64 = 2;
 
@@ -150,12 +154,24 @@ impl Stamp {
         ] {
             fields = (fields << bits) | value;
         }
-        // 2 + 57 bits: shift the tag to the top.
-        Some(Stamp::from_fields(fields << (TAG_SHIFT - 57), fraction))
+        // 2 + 57 bits: shift the tag to the top, leaving the meta bits free.
+        Some(Stamp::from_fields(fields << META_BITS, fraction))
     }
 
     fn tag(self) -> u64 {
         self.fields() >> TAG_SHIFT
+    }
+
+    fn meta(self) -> u8 {
+        (self.low & META_MASK) as u8
+    }
+
+    /// This time with `meta` in the bits it leaves free.
+    fn with_meta(self, meta: u8) -> Stamp {
+        Stamp {
+            low: (self.low & !META_MASK) | (u32::from(meta) & META_MASK),
+            ..self
+        }
     }
 
     /// The packed time's text; `None` unless packed.
@@ -163,7 +179,7 @@ impl Stamp {
         if self.tag() != PACKED {
             return None;
         }
-        let mut rest = self.fields() >> (TAG_SHIFT - 57);
+        let mut rest = self.fields() >> META_BITS;
         let mut take = |bits: u32| {
             let v = rest & ((1 << bits) - 1);
             rest >>= bits;
@@ -300,56 +316,84 @@ impl PartialEq<&str> for FieldText<'_> {
 /// The outcomes the supervisor sends, by code (0: none, the last: kept aside).
 const OUTCOMES: [&str; 2] = ["succeeded", "failed"];
 const OUTCOME_ASIDE: u8 = OUTCOMES.len() as u8 + 1;
-/// `flags` bits: the outcome code, and whether there is an exit code.
-const OUTCOME_MASK: u8 = 0b011;
-const HAS_EXIT: u8 = 0b100;
+/// Meta bits (in the start time's free bits): the state, the outcome code, whether there is an
+/// exit code.
+const STATE_MASK: u8 = 0b00011;
+const OUTCOME_SHIFT: u32 = 2;
+const OUTCOME_MASK: u8 = 0b01100;
+const HAS_EXIT: u8 = 0b10000;
+const STATES: [CellState; 3] = [CellState::Pending, CellState::Running, CellState::Destroyed];
 
 /// What changes about a cell as its events arrive (the identity is kept apart, see
-/// [`super::Cells`]). Plain data, 40 bytes; its texts need the table's [`Aside`] to be read,
-/// which is why they are read through [`super::Cell`].
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// [`super::Cells`]). Plain data of 36 bytes with 4-byte alignment, so that a leaf of four with
+/// its reference counts is 160 bytes, an allocation class of its own (at 40 bytes it was 176,
+/// in the 192 class). Its texts need the table's [`Aside`] to be read, which is why they are
+/// read through [`super::Cell`].
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct CellRecord {
-    pub state: CellState,
-    /// Outcome code and exit-code presence (see `OUTCOME_MASK`, `HAS_EXIT`).
-    flags: u8,
-    exit_code: i32,
-    /// Seq of the newest event naming this cell in `data.cellId` (any family): the head of its
-    /// event chain in [`super::CellLinks`].
-    pub last_event_seq: u64,
+    /// Seq of the newest event naming this cell in `data.cellId` (any family), the head of its
+    /// event chain in [`super::CellLinks`]: low and high halves.
+    last_event_seq: [u32; 2],
+    /// Also holds the meta bits (see `STATE_MASK`).
     started_at: Stamp,
     destroyed_at: Stamp,
+    exit_code: i32,
 }
 
 impl CellRecord {
     /// A `pending` cell with nothing set.
     pub fn new(last_event_seq: u64) -> CellRecord {
-        CellRecord {
-            state: CellState::Pending,
-            flags: 0,
-            exit_code: 0,
-            last_event_seq,
-            started_at: Stamp::NONE,
-            destroyed_at: Stamp::NONE,
-        }
+        let mut record = CellRecord::default();
+        record.replace_last_event_seq(last_event_seq);
+        record
+    }
+
+    pub fn last_event_seq(&self) -> u64 {
+        u64::from(self.last_event_seq[0]) | u64::from(self.last_event_seq[1]) << 32
+    }
+
+    /// Makes `seq` the newest event naming the cell; returns the previous one.
+    pub fn replace_last_event_seq(&mut self, seq: u64) -> u64 {
+        let previous = self.last_event_seq();
+        self.last_event_seq = [seq as u32, (seq >> 32) as u32];
+        previous
+    }
+
+    fn meta(&self) -> u8 {
+        self.started_at.meta()
+    }
+
+    fn set_meta(&mut self, meta: u8) {
+        self.started_at = self.started_at.with_meta(meta);
+    }
+
+    pub fn state(&self) -> CellState {
+        STATES[usize::from(self.meta() & STATE_MASK).min(STATES.len() - 1)]
+    }
+
+    pub fn set_state(&mut self, state: CellState) {
+        let code = STATES.iter().position(|s| *s == state).unwrap_or(0) as u8;
+        self.set_meta((self.meta() & !STATE_MASK) | code);
+    }
+
+    fn outcome_code(&self) -> u8 {
+        (self.meta() & OUTCOME_MASK) >> OUTCOME_SHIFT
     }
 
     pub fn exit_code(&self) -> Option<i32> {
-        (self.flags & HAS_EXIT != 0).then_some(self.exit_code)
+        (self.meta() & HAS_EXIT != 0).then_some(self.exit_code)
     }
 
     pub fn set_exit_code(&mut self, code: Option<i32>) {
-        self.flags &= !HAS_EXIT;
-        self.exit_code = 0;
-        if let Some(code) = code {
-            self.flags |= HAS_EXIT;
-            self.exit_code = code;
-        }
+        self.exit_code = code.unwrap_or(0);
+        let flag = if code.is_some() { HAS_EXIT } else { 0 };
+        self.set_meta((self.meta() & !HAS_EXIT) | flag);
     }
 
     /// Sets a text field; `slot` is this record's, `aside` its table's.
     pub fn set_text(&mut self, field: Field, text: Option<&str>, slot: u32, aside: &mut Aside) {
         let was_aside = match field {
-            Field::Outcome => self.flags & OUTCOME_MASK == OUTCOME_ASIDE,
+            Field::Outcome => self.outcome_code() == OUTCOME_ASIDE,
             Field::StartedAt => self.started_at.tag() == ASIDE,
             Field::DestroyedAt => self.destroyed_at.tag() == ASIDE,
         };
@@ -366,7 +410,7 @@ impl CellRecord {
                         }
                     },
                 };
-                self.flags = (self.flags & !OUTCOME_MASK) | code;
+                self.set_meta((self.meta() & !OUTCOME_MASK) | code << OUTCOME_SHIFT);
             }
             Field::StartedAt | Field::DestroyedAt => {
                 let stamp = match text {
@@ -377,7 +421,7 @@ impl CellRecord {
                     }),
                 };
                 match field {
-                    Field::StartedAt => self.started_at = stamp,
+                    Field::StartedAt => self.started_at = stamp.with_meta(self.meta()),
                     _ => self.destroyed_at = stamp,
                 }
             }
@@ -398,7 +442,7 @@ impl CellRecord {
         };
         let stamp = match field {
             Field::Outcome => {
-                return match self.flags & OUTCOME_MASK {
+                return match self.outcome_code() {
                     0 => None,
                     OUTCOME_ASIDE => from_aside(),
                     code => Some(FieldText(Repr::Borrowed(OUTCOMES[usize::from(code) - 1]))),
@@ -420,12 +464,12 @@ impl fmt::Debug for CellRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let time = |s: Stamp| s.render().map(|r| FieldText(Repr::Rendered(r)));
         f.debug_struct("CellRecord")
-            .field("state", &self.state)
+            .field("state", &self.state())
             .field("started_at", &time(self.started_at))
             .field("destroyed_at", &time(self.destroyed_at))
-            .field("outcome_code", &(self.flags & OUTCOME_MASK))
+            .field("outcome_code", &self.outcome_code())
             .field("exit_code", &self.exit_code())
-            .field("last_event_seq", &self.last_event_seq)
+            .field("last_event_seq", &self.last_event_seq())
             .finish()
     }
 }
@@ -484,9 +528,9 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_forty_bytes_of_plain_data() {
-        assert_eq!(std::mem::size_of::<CellRecord>(), 40);
-        assert_eq!(std::mem::size_of::<Option<CellRecord>>(), 40);
+    fn a_record_is_thirty_six_bytes_of_plain_data() {
+        assert_eq!(std::mem::size_of::<CellRecord>(), 36);
+        assert_eq!(std::mem::align_of::<CellRecord>(), 4);
     }
 
     #[test]
@@ -544,6 +588,70 @@ mod tests {
         rec.set_exit_code(None);
         assert_eq!(rec.exit_code(), None);
         assert_eq!(rec, CellRecord::new(1));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Write {
+        State(u8),
+        Exit(Option<i32>),
+        Text(u8, Option<String>),
+        Seq(u64),
+    }
+
+    fn write() -> impl Strategy<Value = Write> {
+        let text = prop_oneof![
+            Just(None),
+            Just(Some("2026-11-23T12:15:49.355Z".to_string())),
+            Just(Some("failed".to_string())),
+            "[0-9a-z:.T-]{0,24}".prop_map(Some),
+        ];
+        prop_oneof![
+            (0u8..3).prop_map(Write::State),
+            any::<Option<i32>>().prop_map(Write::Exit),
+            ((0u8..3), text).prop_map(|(f, t)| Write::Text(f, t)),
+            any::<u64>().prop_map(Write::Seq),
+        ]
+    }
+
+    proptest! {
+        /// The state, flags and times share words; any sequence of writes reads back like a
+        /// plain struct of the same fields.
+        #[test]
+        fn writes_read_back_like_separate_fields(writes in prop::collection::vec(write(), 0..24)) {
+            let fields = [Field::StartedAt, Field::DestroyedAt, Field::Outcome];
+            let (mut state, mut exit, mut seq) = (CellState::Pending, None, 1);
+            let mut texts: [Option<String>; 3] = Default::default();
+            let mut aside = Aside::default();
+            let mut rec = CellRecord::new(1);
+            for w in writes {
+                match w {
+                    Write::State(s) => {
+                        state = STATES[usize::from(s)];
+                        rec.set_state(state);
+                    }
+                    Write::Exit(code) => {
+                        exit = code;
+                        rec.set_exit_code(code);
+                    }
+                    Write::Text(f, text) => {
+                        rec.set_text(fields[usize::from(f)], text.as_deref(), 3, &mut aside);
+                        texts[usize::from(f)] = text;
+                    }
+                    Write::Seq(s) => {
+                        prop_assert_eq!(rec.replace_last_event_seq(s), seq);
+                        seq = s;
+                    }
+                }
+                prop_assert_eq!(rec.state(), state);
+                prop_assert_eq!(rec.exit_code(), exit);
+                prop_assert_eq!(rec.last_event_seq(), seq);
+                for (field, text) in fields.iter().zip(&texts) {
+                    let read = rec.text(*field, 3, &aside).map(|t| t.to_string());
+                    prop_assert_eq!(read.as_deref(), text.as_deref());
+                }
+                prop_assert!(aside.len() <= 3);
+            }
+        }
     }
 
     proptest! {

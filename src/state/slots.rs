@@ -13,8 +13,9 @@ const LEAF_BITS: u32 = 2;
 /// Elements per leaf: what one update after a publish copies. With cell records of 144 bytes 4
 /// beat 8 by a fifth at 10^5 scattered cells and matched 2; with 120-byte records 4 and 8, and
 /// branches of 8 or 16, measured alike. At that size the tree is as deep with 4 as with 8. With
-/// 40-byte records a leaf of 4 is 176 bytes with its reference counts (a 192-byte allocation
-/// class), one of 8 is 336 (384): the same memory per record, and half the copy per update.
+/// 36-byte records a leaf of 4 is 160 bytes with its reference counts (an allocation class of
+/// that size), one of 8 is 304 (320): about the same memory per record, and half the copy per
+/// update.
 pub const LEAF: usize = 1 << LEAF_BITS;
 const FAN_BITS: u32 = 4;
 /// Children per branch.
@@ -25,13 +26,15 @@ const FAN: usize = 1 << FAN_BITS;
 #[derive(Clone)]
 enum Node<T> {
     Branch(Arc<[Option<Node<T>>; FAN]>),
-    Leaf(Arc<[Option<T>; LEAF]>),
+    /// Places past the array's length hold `T::default()`: no `Option` per element, so an
+    /// element's size is all it costs (a cell record has no spare value for `None` to use).
+    Leaf(Arc<[T; LEAF]>),
 }
 
-impl<T> Node<T> {
+impl<T: Default> Node<T> {
     fn empty(height: u32) -> Node<T> {
         if height == 0 {
-            Node::Leaf(Arc::new(std::array::from_fn(|_| None)))
+            Node::Leaf(Arc::new(std::array::from_fn(|_| T::default())))
         } else {
             Node::Branch(Arc::new(std::array::from_fn(|_| None)))
         }
@@ -47,7 +50,7 @@ pub struct Slots<T> {
     height: u32,
 }
 
-impl<T> Default for Slots<T> {
+impl<T: Default> Default for Slots<T> {
     fn default() -> Self {
         Slots {
             root: Node::empty(0),
@@ -62,7 +65,7 @@ fn digit(i: usize, height: u32) -> usize {
     (i >> (LEAF_BITS + FAN_BITS * (height - 1))) & (FAN - 1)
 }
 
-impl<T: Clone> Slots<T> {
+impl<T: Clone + Default> Slots<T> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -83,7 +86,7 @@ impl<T: Clone> Slots<T> {
                     node = children[digit(i, height)].as_ref()?;
                     height -= 1;
                 }
-                Node::Leaf(items) => return items[i & (LEAF - 1)].as_ref(),
+                Node::Leaf(items) => return Some(&items[i & (LEAF - 1)]),
             }
         }
     }
@@ -93,7 +96,7 @@ impl<T: Clone> Slots<T> {
         if i >= self.len {
             return None;
         }
-        self.place(i).as_mut()
+        Some(self.place(i))
     }
 
     /// The array holding `items` in order, built bottom-up in one pass: the same value as pushing
@@ -111,7 +114,7 @@ impl<T: Clone> Slots<T> {
         let mut items = items.into_iter();
         let mut nodes: Vec<Node<T>> = Vec::with_capacity(len.div_ceil(LEAF));
         for _ in 0..len.div_ceil(LEAF) {
-            let leaf: [Option<T>; LEAF] = std::array::from_fn(|_| items.next());
+            let leaf: [T; LEAF] = std::array::from_fn(|_| items.next().unwrap_or_default());
             nodes.push(Node::Leaf(Arc::new(leaf)));
         }
         for _ in 0..height {
@@ -141,7 +144,7 @@ impl<T: Clone> Slots<T> {
             self.root = Node::Branch(Arc::new(children));
             self.height += 1;
         }
-        *self.place(i) = Some(value);
+        *self.place(i) = value;
         self.len += 1;
         i
     }
@@ -152,7 +155,7 @@ impl<T: Clone> Slots<T> {
 
     /// The place of element `i` (which fits under the root), unsharing the path to it and
     /// creating the nodes it lacks.
-    fn place(&mut self, i: usize) -> &mut Option<T> {
+    fn place(&mut self, i: usize) -> &mut T {
         let mut node = &mut self.root;
         let mut height = self.height;
         loop {
@@ -168,15 +171,15 @@ impl<T: Clone> Slots<T> {
     }
 }
 
-impl<T: Clone + PartialEq> PartialEq for Slots<T> {
+impl<T: Clone + Default + PartialEq> PartialEq for Slots<T> {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len && self.iter().eq(other.iter())
     }
 }
 
-impl<T: Clone + Eq> Eq for Slots<T> {}
+impl<T: Clone + Default + Eq> Eq for Slots<T> {}
 
-impl<T: Clone + fmt::Debug> fmt::Debug for Slots<T> {
+impl<T: Clone + Default + fmt::Debug> fmt::Debug for Slots<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }

@@ -10,8 +10,9 @@
 //! producer chooses the ids) leaves a node other than the rightmost ones less than a quarter
 //! full: splitting exactly at the new key would let descending keys just past a full node leave
 //! one key per node. A run leaves its nodes three quarters full or more, and the rightmost node
-//! of the tree splits off the new key alone, so a single ascending run fills them. Leaves hold
-//! 256 bytes of entries, one allocation class.
+//! of the tree splits off the new key alone, so a single ascending run fills them. A leaf keeps
+//! its keys and its values in two arrays, 256 bytes of keys: a cell id (8 bytes) and its slot
+//! (4) take 12 bytes, where pairs would be padded to 16.
 //!
 //! Clones are O(1) and share every node; an insert copies the nodes on its path that a clone
 //! also holds (`Arc::make_mut`). No `unsafe`.
@@ -35,7 +36,9 @@ enum Node<K, V> {
 
 struct Leaf<K, V> {
     /// Ascending, at most `Leaf::CAP`.
-    entries: Vec<(K, V)>,
+    keys: Vec<K>,
+    /// `values[i]` is `keys[i]`'s.
+    values: Vec<V>,
 }
 
 /// `keys[i]` is the smallest key under `children[i + 1]`.
@@ -48,23 +51,32 @@ struct Branch<K, V> {
 type Split<K, V> = Option<(K, Node<K, V>)>;
 
 impl<K, V> Leaf<K, V> {
-    /// Entries per leaf: 256 bytes of them (at least 4).
+    /// Entries per leaf: 256 bytes of keys (at least 4).
     const CAP: usize = {
-        let size = std::mem::size_of::<(K, V)>();
+        let size = std::mem::size_of::<K>();
         if size == 0 || 256 / size < 4 {
             4
         } else {
             256 / size
         }
     };
+
+    /// An empty leaf with room for a full one.
+    fn empty() -> Self {
+        Leaf {
+            keys: Vec::with_capacity(Self::CAP),
+            values: Vec::with_capacity(Self::CAP),
+        }
+    }
 }
 
 impl<K: Clone, V: Clone> Clone for Leaf<K, V> {
     /// With room for a full leaf, so that the copy an insert makes does not grow again.
     fn clone(&self) -> Self {
-        let mut entries = Vec::with_capacity(Self::CAP);
-        entries.extend(self.entries.iter().cloned());
-        Leaf { entries }
+        let mut leaf = Leaf::empty();
+        leaf.keys.extend(self.keys.iter().cloned());
+        leaf.values.extend(self.values.iter().cloned());
+        leaf
     }
 }
 
@@ -129,12 +141,8 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
                     node = &b.children[b.keys.partition_point(|k| k.borrow() <= key)];
                 }
                 Node::Leaf(l) => {
-                    let i = l
-                        .entries
-                        .binary_search_by(|(k, _)| k.borrow().cmp(key))
-                        .ok()?;
-                    let (k, v) = &l.entries[i];
-                    return Some((k, v));
+                    let i = l.keys.binary_search_by(|k| k.borrow().cmp(key)).ok()?;
+                    return Some((&l.keys[i], &l.values[i]));
                 }
             }
         }
@@ -143,9 +151,10 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
     /// Inserts or replaces; returns the value replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         let Some(root) = self.root.as_mut() else {
-            let mut entries = Vec::with_capacity(Leaf::<K, V>::CAP);
-            entries.push((key, value));
-            self.root = Some(Node::Leaf(Arc::new(Leaf { entries })));
+            let mut leaf = Leaf::empty();
+            leaf.keys.push(key);
+            leaf.values.push(value);
+            self.root = Some(Node::Leaf(Arc::new(leaf)));
             self.len = 1;
             return None;
         };
@@ -168,7 +177,7 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
     pub fn iter(&self) -> Iter<'_, K, V> {
         Iter {
             branches: Vec::new(),
-            leaf: [].iter(),
+            leaf: [].iter().zip([].iter()),
             root: self.root.as_ref(),
             remaining: self.len,
         }
@@ -189,10 +198,13 @@ impl<K: Ord + Clone, V: Clone> SortedMap<K, V> {
         let mut level: Vec<(K, Node<K, V>)> = Vec::new();
         let mut entries = entries.into_iter().peekable();
         while entries.peek().is_some() {
-            let mut chunk = Vec::with_capacity(Leaf::<K, V>::CAP);
-            chunk.extend(entries.by_ref().take(Leaf::<K, V>::CAP));
-            let first = chunk[0].0.clone();
-            level.push((first, Node::Leaf(Arc::new(Leaf { entries: chunk }))));
+            let mut leaf = Leaf::empty();
+            for (k, v) in entries.by_ref().take(Leaf::<K, V>::CAP) {
+                leaf.keys.push(k);
+                leaf.values.push(v);
+            }
+            let first = leaf.keys[0].clone();
+            level.push((first, Node::Leaf(Arc::new(leaf))));
         }
         while level.len() > 1 {
             let mut above = Vec::with_capacity(level.len().div_ceil(BRANCH));
@@ -241,25 +253,26 @@ fn insert<K: Ord + Clone, V: Clone>(
     match node {
         Node::Leaf(leaf) => {
             let leaf = Arc::make_mut(leaf);
-            let at = match leaf.entries.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => return (Some(std::mem::replace(&mut leaf.entries[i].1, value)), None),
+            let at = match leaf.keys.binary_search(&key) {
+                Ok(i) => return (Some(std::mem::replace(&mut leaf.values[i], value)), None),
                 Err(at) => at,
             };
             let cap = Leaf::<K, V>::CAP;
-            if leaf.entries.len() < cap {
-                leaf.entries.insert(at, (key, value));
+            if leaf.keys.len() < cap {
+                leaf.keys.insert(at, key);
+                leaf.values.insert(at, value);
                 return (None, None);
             }
             let (mid, left) = split_point(at, cap, rightmost);
-            let mut right = Vec::with_capacity(cap);
-            right.extend(leaf.entries.drain(mid..));
-            if left {
-                leaf.entries.insert(at, (key, value));
-            } else {
-                right.insert(at - mid, (key, value));
-            }
-            let separator = right[0].0.clone();
-            let right = Node::Leaf(Arc::new(Leaf { entries: right }));
+            let mut right = Leaf::empty();
+            right.keys.extend(leaf.keys.drain(mid..));
+            right.values.extend(leaf.values.drain(mid..));
+            let side = if left { &mut *leaf } else { &mut right };
+            let at = if left { at } else { at - mid };
+            side.keys.insert(at, key);
+            side.values.insert(at, value);
+            let separator = right.keys[0].clone();
+            let right = Node::Leaf(Arc::new(right));
             (None, Some((separator, right)))
         }
         Node::Branch(branch) => {
@@ -295,7 +308,7 @@ fn insert<K: Ord + Clone, V: Clone>(
 pub struct Iter<'a, K, V> {
     /// Per branch level above the current leaf, the children not visited yet.
     branches: Vec<std::slice::Iter<'a, Node<K, V>>>,
-    leaf: std::slice::Iter<'a, (K, V)>,
+    leaf: std::iter::Zip<std::slice::Iter<'a, K>, std::slice::Iter<'a, V>>,
     root: Option<&'a Node<K, V>>,
     remaining: usize,
 }
@@ -331,7 +344,7 @@ impl<'a, K, V> Iterator for Iter<'a, K, V> {
             loop {
                 match node {
                     Node::Leaf(l) => {
-                        self.leaf = l.entries.iter();
+                        self.leaf = l.keys.iter().zip(l.values.iter());
                         break;
                     }
                     Node::Branch(b) => {
@@ -382,7 +395,7 @@ impl<K, V> SortedMap<K, V> {
     fn leaf_sizes(&self) -> Vec<usize> {
         fn walk<K, V>(node: &Node<K, V>, out: &mut Vec<usize>) {
             match node {
-                Node::Leaf(l) => out.push(l.entries.len()),
+                Node::Leaf(l) => out.push(l.keys.len()),
                 Node::Branch(b) => b.children.iter().for_each(|c| walk(c, out)),
             }
         }

@@ -8,15 +8,21 @@
 # then per workload, on a fresh nats-server: publish EVENTS supervisor events with PER_CELL
 # events per cell (`cellos-load publish`), start the server, wait until its cursor reaches the
 # last seq, let it settle SETTLE seconds, read its RSS. Bytes per cell = (RSS after replay - RSS
-# empty) / cells; also the seconds from the server's start until its cursor reached the end. Workloads: EVENTS events of 8 per cell (125,000 cells for 10^6), and CELLS
-# cells of one `started` each (ONLY=lifecycles or ONLY=cells runs one of them). Loopback only;
-# everything is stopped at the end.
+# empty) / cells; also the seconds from the server's start until its cursor reached the end.
+# Workloads: EVENTS events of 8 per cell (125,000 cells for 10^6), and CELLS cells of one
+# `started` each (ONLY=lifecycles or ONLY=cells runs one of them). Loopback only; everything is
+# stopped at the end.
+#
+# SETTLE is 10 s: a checkpoint is due when the replay ends (every 100,000 events), and while it
+# is written the image (about 70 MB at 10^6 cells) is resident; 3 s after the replay RSS at 10^6
+# cells read anywhere from 258 to 317 MiB depending on where that write was, 10 s after it the
+# write is over in every run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 EVENTS=${EVENTS:-1000000}
 CELLS=${CELLS:-1000000}
-SETTLE=${SETTLE:-3}
+SETTLE=${SETTLE:-10}
 OURS_BIN=${OURS_BIN:-target/release/cellos-server}
 OTHER_BIN=${OTHER_BIN:-}
 # Extra VAR=value settings for both servers (e.g. CELLOS_CHECKPOINT_EVERY_EVENTS=0).

@@ -443,7 +443,7 @@ impl Model {
                     (
                         c.spec_id().to_string(),
                         c.run_id().map(str::to_owned),
-                        c.state.as_str(),
+                        c.state().as_str(),
                         c.formation_id().map(str::to_owned),
                         c.started_at().as_deref().map(str::to_owned),
                         c.destroyed_at().as_deref().map(str::to_owned),

@@ -46,7 +46,7 @@ fn cell_lifecycle_fills_the_record() {
     );
     assert_eq!(run(&mut s, 3, &destroyed), Outcome::Applied);
     let c = s.cell("c1").unwrap();
-    assert_eq!(c.state, CellState::Destroyed);
+    assert_eq!(c.state(), CellState::Destroyed);
     assert_eq!(c.run_id(), Some("r1"));
     assert_eq!(c.started_at().as_deref(), Some("t1"));
     assert_eq!(c.destroyed_at().as_deref(), Some("t3"));
@@ -76,7 +76,7 @@ fn cell_rules() {
         None,
     );
     assert_eq!(run(&mut s, 3, &completed), Outcome::Applied);
-    assert_eq!(s.cell("c").unwrap().state, CellState::Pending);
+    assert_eq!(s.cell("c").unwrap().state(), CellState::Pending);
     let started = cell(
         "lifecycle.v1.started",
         r#"{"cellId":"c","specId":"sp"}"#,
@@ -84,7 +84,7 @@ fn cell_rules() {
     );
     run(&mut s, 4, &started);
     let c = s.cell("c").unwrap();
-    assert_eq!((c.state, c.spec_id()), (CellState::Running, "sp"));
+    assert_eq!((c.state(), c.spec_id()), (CellState::Running, "sp"));
     assert_eq!(
         c.started_at(),
         None,
@@ -106,8 +106,11 @@ fn cell_rules() {
     }
     let mut after = s.cell("c").map(|c| *c.record);
     if let Some(after) = after.as_mut() {
-        assert_eq!(after.last_event_seq, 8, "later events still join the chain");
-        after.last_event_seq = 5;
+        assert_eq!(
+            after.replace_last_event_seq(5),
+            8,
+            "later events still join the chain"
+        );
     }
     assert_eq!(after, before, "the record is unchanged");
     // destroyed on an unseen cell creates a destroyed record.
@@ -117,7 +120,7 @@ fn cell_rules() {
         Some("t"),
     );
     run(&mut s, 9, &d2);
-    assert_eq!(s.cell("d").unwrap().state, CellState::Destroyed);
+    assert_eq!(s.cell("d").unwrap().state(), CellState::Destroyed);
     assert_eq!(s.cell("d").unwrap().started_at(), None);
 }
 

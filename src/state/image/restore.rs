@@ -237,7 +237,7 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
                 formation_id: formation,
             });
             let mut record = CellRecord::new(c.last_event_seq);
-            record.state = why.code(&CELL_STATES, c.state, "cell state")?;
+            record.set_state(why.code(&CELL_STATES, c.state, "cell state")?);
             record.set_exit_code(c.exit_code);
             for (field, text) in [
                 (Field::StartedAt, c.started_at),

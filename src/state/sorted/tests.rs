@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Entries of a leaf of `(u64, u64)`: 256 bytes / 16.
-const CAP: usize = 16;
+/// Entries of a leaf of `u64` keys: 256 bytes / 8.
+const CAP: usize = 32;
 
 #[test]
 fn ascending_inserts_fill_every_leaf() {
@@ -103,6 +103,8 @@ proptest! {
         let mut model = BTreeMap::new();
         let mut snapshots = Vec::new();
         for (i, &(k, v, snap)) in ops.iter().enumerate() {
+            // u64 keys: 32 to a leaf, so that thousands of keys make several branch levels.
+            let k = u64::from(k);
             prop_assert_eq!(map.insert(k, v), model.insert(k, v));
             if snap && i % 7 == 0 {
                 snapshots.push((map.clone(), model.clone()));
@@ -110,14 +112,14 @@ proptest! {
         }
         prop_assert_eq!(map.len(), model.len());
         prop_assert!(map.iter().map(|(k, v)| (*k, *v)).eq(model.iter().map(|(k, v)| (*k, *v))));
-        for k in 0..2_000u16 {
+        for k in 0..2_000u64 {
             prop_assert_eq!(map.get(&k), model.get(&k));
         }
         for (snapshot, then) in snapshots {
             prop_assert_eq!(snapshot.len(), then.len());
             prop_assert!(snapshot.iter().map(|(k, v)| (*k, *v)).eq(then.into_iter()));
         }
-        let rebuilt: SortedMap<u16, u8> = model.iter().map(|(k, v)| (*k, *v)).collect();
+        let rebuilt: SortedMap<u64, u8> = model.iter().map(|(k, v)| (*k, *v)).collect();
         prop_assert_eq!(rebuilt, map);
     }
 }
