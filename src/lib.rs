@@ -21,7 +21,8 @@
 //!
 //! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`], the checkpoint
 //! format ([`checkpoint::format`]). Edges: [`log`], [`ingest`] (threads and tasks), checkpoint
-//! stores and writer, [`http`], [`server`], and [`memory`] (handing freed pages back to the OS).
+//! stores and writer, [`http`], [`server`], and [`memory`] (the global allocator, and handing
+//! freed pages back to the OS).
 //! Only [`config`] reads the environment.
 //!
 //! The edges are behind the default `server` feature. Without it the crate builds only the core,

@@ -4,6 +4,7 @@
 //! mutates its private copy in place and publishes a clone per batch. Only `apply` mutates it.
 
 pub mod apply;
+pub mod cell_id;
 pub mod cells;
 pub mod image;
 pub mod interner;
@@ -21,6 +22,7 @@ use imbl::OrdMap;
 use uuid::Uuid;
 
 pub use apply::{apply, Ignored, Outcome};
+pub use cell_id::CellId;
 pub use cells::{Cell, CellMut, Cells};
 pub use links::{CellLinks, CELL_LINK_WINDOW};
 pub use record::{CellRecord, Field, FieldText};
@@ -126,7 +128,7 @@ pub struct State {
     names: OrdMap<Arc<str>, Uuid>,
     cells: Cells,
     /// Formation id (as correlated by producers) → its cells.
-    cells_by_formation: OrdMap<ArcStr, SortedMap<ArcStr, ()>>,
+    cells_by_formation: OrdMap<ArcStr, SortedMap<CellId, ()>>,
     rejections: OrdMap<Uuid, Rejection>,
     rejection_order: OrdMap<u64, Uuid>,
     /// Cell id → newest event naming it, for cells with no record (yet).

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use arcstr::ArcStr;
+
+use super::cell_id::CellId;
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -198,8 +200,11 @@ fn apply_cell(state: &mut State, seq: u64, ev: &Event<'_>) -> (Outcome, u64) {
         None => {
             // Events that named the cell before it had a record lead its chain.
             let previous = state.orphan_heads.remove(cell_id).unwrap_or(0);
+            // Longer than any event can carry (`MAX_EVENT_BYTES`), so never through decode.
+            let Some(id) = CellId::new(cell_id) else {
+                return (Outcome::Ignored(Ignored::MissingCellId), previous);
+            };
             let texts = state.cells.texts();
-            let id = ArcStr::from(cell_id);
             let identity = CellIdentity {
                 spec_id: texts.intern(spec_id),
                 run_id: ev.run_id.map(|r| texts.intern(r)),

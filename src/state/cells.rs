@@ -12,8 +12,8 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::ops::Deref;
 
+use super::cell_id::CellId;
 use super::sorted::SortedMap;
-use arcstr::ArcStr;
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
@@ -34,9 +34,9 @@ const IN_RANGE: &str = "a slot from the cell index is in range";
 
 #[derive(Clone, Default)]
 pub struct Cells {
-    /// Id → slot in ascending id order: what readers search and list. The key allocation is
-    /// shared with the identity and the formation index.
-    index: SortedMap<ArcStr, u32>,
+    /// Id → slot in ascending id order: what readers search and list. The id's block is shared
+    /// with the writer's lookup and the cell's formation set ([`CellId`]).
+    index: SortedMap<CellId, u32>,
     identities: Slots<CellIdentity>,
     records: Slots<CellRecord>,
     /// The record texts that did not pack (see [`super::record`]).
@@ -48,7 +48,7 @@ pub struct Cells {
 
 /// Id → slot for the writer: one hash probe where the ordered index takes a tree search.
 ///
-/// Each bucket holds the cell's id (the identity's allocation, one pointer), its slot, and its
+/// Each bucket holds the cell's id (the index key's block, one pointer), its slot, and its
 /// hash with which identity fields the cell lacks: a probe compares the id there instead of
 /// walking the identity tree, and an update that fills nothing in never reads the identity.
 /// 16 bytes a bucket, about 35 a cell at 10^6 cells (the table's size is a power of two).
@@ -67,7 +67,7 @@ struct Lookup {
 }
 
 struct Probe {
-    id: ArcStr,
+    id: CellId,
     slot: u32,
     /// The id's 32-bit hash with its low [`MISSING_BITS`] replaced by the missing fields: growing
     /// the table rehashes from here.
@@ -137,7 +137,7 @@ impl Lookup {
     }
 
     /// Adds the cell in `slot`.
-    fn push(&mut self, id: &ArcStr, slot: u32, identity: &CellIdentity) {
+    fn push(&mut self, id: &CellId, slot: u32, identity: &CellIdentity) {
         let hash = self.hash(id.as_bytes());
         let probe = Probe {
             id: id.clone(),
@@ -155,7 +155,7 @@ impl Lookup {
         })
     }
 
-    fn complete(&mut self, index: &SortedMap<ArcStr, u32>, identities: &Slots<CellIdentity>) {
+    fn complete(&mut self, index: &SortedMap<CellId, u32>, identities: &Slots<CellIdentity>) {
         if !self.complete {
             self.table.clear();
             self.table
@@ -205,7 +205,7 @@ impl fmt::Debug for Cells {
 /// plain fields; the texts are read through the methods).
 #[derive(Clone, Copy, Debug)]
 pub struct Cell<'a> {
-    id: &'a ArcStr,
+    id: &'a CellId,
     pub identity: &'a CellIdentity,
     pub record: &'a CellRecord,
     slot: u32,
@@ -287,7 +287,7 @@ pub struct CellMut<'a> {
 
 impl CellMut<'_> {
     /// The cell's id, as the ordered index holds it.
-    pub fn id(&self) -> &ArcStr {
+    pub fn id(&self) -> &CellId {
         &self.probe.id
     }
 
@@ -374,7 +374,7 @@ impl Cells {
     /// that `fill` sets; `id` becomes the index's key, for other indexes to share.
     pub fn insert(
         &mut self,
-        id: ArcStr,
+        id: CellId,
         identity: CellIdentity,
         record: CellRecord,
         fill: impl FnOnce(&mut RecordMut<'_>),
@@ -410,7 +410,7 @@ impl Cells {
     /// part, on a second thread when one can be started (a boot has the cores to itself). The
     /// result is the same either way.
     pub fn from_parts(
-        index: Vec<(ArcStr, u32)>,
+        index: Vec<(CellId, u32)>,
         identities: Vec<CellIdentity>,
         records: Vec<CellRecord>,
         aside: Aside,
@@ -453,7 +453,7 @@ impl Cells {
         })
     }
 
-    fn at<'a>(&'a self, id: &'a ArcStr, slot: u32) -> Cell<'a> {
+    fn at<'a>(&'a self, id: &'a CellId, slot: u32) -> Cell<'a> {
         let i = slot as usize;
         Cell {
             id,
@@ -470,7 +470,7 @@ mod tests {
     use super::*;
     use crate::state::CellState;
 
-    fn cell(i: usize) -> (ArcStr, CellIdentity, CellRecord) {
+    fn cell(i: usize) -> (CellId, CellIdentity, CellRecord) {
         let identity = CellIdentity {
             spec_id: "spec".into(),
             run_id: None,
@@ -478,7 +478,7 @@ mod tests {
         };
         let mut record = CellRecord::new(i as u64);
         record.set_state(CellState::Running);
-        (ArcStr::from(format!("cell-{i}")), identity, record)
+        (CellId::new(&format!("cell-{i}")).unwrap(), identity, record)
     }
 
     #[test]

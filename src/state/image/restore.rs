@@ -15,7 +15,7 @@ use super::{CellRow, FormationRow, ImageError, RejectionRow, CELL_STATES, FIELDS
 use crate::state::cells::Threads;
 use crate::state::record::Aside;
 use crate::state::{
-    CellIdentity, CellLinks, CellRecord, Cells, Field, FormationRecord, Rejection, State,
+    CellId, CellIdentity, CellLinks, CellRecord, Cells, Field, FormationRecord, Rejection, State,
 };
 
 /// The fewest bytes a cell takes in an image: what bounds the cells an image of a given size can
@@ -213,7 +213,7 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
         let mut index = Vec::with_capacity(count);
         let mut aside = Aside::default();
         // Per text number: the cells of the formation with that id, in ascending id order.
-        let mut members: Vec<Vec<ArcStr>> = vec![Vec::new(); self.texts.len()];
+        let mut members: Vec<Vec<CellId>> = vec![Vec::new(); self.texts.len()];
         let mut previous: Option<&'de str> = None;
         while let Some(c) = seq.next_element::<CellRow<'de, &'de str>>()? {
             // Strictly ascending ids: the order readers list them in, and no cell twice.
@@ -226,7 +226,8 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
             if taken {
                 return Err(why.fail(format!("cell {:?} in slot {slot}, not free", c.id)));
             }
-            let key = ArcStr::from(c.id);
+            let key = CellId::new(c.id)
+                .ok_or_else(|| why.fail(format!("a cell id of {} bytes", c.id.len())))?;
             let formation = c.formation.map(text).transpose()?;
             if let Some(f) = c.formation {
                 members[f as usize].push(key.clone());

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::state::CellId;
 
 /// Entries of a leaf of `u64` keys: 256 bytes / 8.
 const CAP: usize = 32;
@@ -75,15 +76,15 @@ fn a_sorted_collect_is_packed_and_equals_inserts() {
 
 #[test]
 fn borrowed_lookups_find_shared_string_keys() {
-    let mut map: SortedMap<arcstr::ArcStr, u32> = SortedMap::default();
+    let mut map: SortedMap<CellId, u32> = SortedMap::default();
     for i in 0..500u32 {
-        map.insert(arcstr::ArcStr::from(format!("cell-{i:04}")), i);
+        map.insert(CellId::new(&format!("cell-{i:04}")).unwrap(), i);
     }
     let (key, value) = map.get_key_value("cell-0042").unwrap();
     assert_eq!((key.as_str(), *value), ("cell-0042", 42));
     assert_eq!(map.get("cell-9999"), None);
     let snapshot = map.clone();
-    map.insert("cell-0042".into(), 7);
+    map.insert(CellId::new("cell-0042").unwrap(), 7);
     assert_eq!(
         snapshot.get("cell-0042"),
         Some(&42),
