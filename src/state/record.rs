@@ -62,7 +62,7 @@ impl Aside {
 
 /// A time field: absent, packed, or kept aside. 12 bytes, alignment 4 (see [`Stamp::pack`]).
 /// Three 32-bit words rather than a u64 and a u32, which would align to 8 bytes and make the
-/// record 40. The low [`META_BITS`] bits of `low` are not the time's: the record keeps its
+/// record 40. The low `META_BITS` bits of `low` are not the time's: the record keeps its
 /// state and flags in those of its start time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
