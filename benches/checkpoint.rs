@@ -13,6 +13,10 @@
 //! a snapshot publish (as the ingest thread does per round), `idle` and with another thread
 //! encoding the newest published snapshot in a loop (`encoding`: a checkpoint being written all
 //! the time, far more often than the writer ever does).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benchmarks time themselves and read their own environment switches"
+)]
 
 mod common;
 

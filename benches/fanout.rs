@@ -2,6 +2,10 @@
 //! tasks waiting on the ring, woken through its waker task exactly as sessions are; the figure
 //! is the ingest thread's time per batch (decode + apply + frame + publish + commit), which must
 //! stay within 20% whatever the number of subscribers.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benchmarks time themselves and read their own environment switches"
+)]
 
 mod common;
 

@@ -13,6 +13,10 @@
 //!
 //! The log holds formation lifecycles: created, running, 4 cells × (started, identity
 //! materialized, 2 commands completed, export completed, destroyed), completed: 27 events each.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benchmarks time themselves and read their own environment switches"
+)]
 
 mod common;
 

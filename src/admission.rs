@@ -1,6 +1,6 @@
 //! Formation admission: document shape normalization (flat or kubectl-style), name rules and the
-//! authority checks (reference §4.4). Pure and panic-free (fuzzed); the detail strings are part of the
-//! wire contract and match the reference exactly.
+//! authority checks (docs/CONTRACT.md, "Formation admission"). Pure and panic-free (fuzzed); the
+//! detail strings are part of the wire contract and match the reference server's exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod frame;
 pub mod subject;
 
 use std::sync::Arc;

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
+
+use crate::event::frame::{write_frame, FRAME_OVERHEAD_MAX};
 
 /// Default number of frames the ring keeps.
 pub const DEFAULT_RING_CAPACITY: usize = 32_768;
@@ -60,6 +62,15 @@ pub struct Ring {
 }
 
 /// The single writer of a ring. Not `Clone`: it moves into the ingest thread.
+///
+/// The type is reachable (this compiles) and not `Clone` (the next does not):
+/// ```
+/// fn moves(x: cellos_server::fanout::RingWriter) -> cellos_server::fanout::RingWriter { x }
+/// ```
+/// ```compile_fail
+/// fn is_clone<T: Clone>() {}
+/// is_clone::<cellos_server::fanout::RingWriter>();
+/// ```
 pub struct RingWriter {
     ring: Arc<Ring>,
     next: u64,
@@ -217,16 +228,11 @@ impl RingWriter {
     pub fn push(&mut self, seq: u64, payload: &[u8], subject: Arc<str>, formation: Option<Uuid>) {
         // Frames are carved out of shared blocks: one allocation per block, not per frame. A
         // block is freed once every frame cut from it has left the ring and every socket.
-        let need = payload.len() + 32;
+        let need = payload.len() + FRAME_OVERHEAD_MAX;
         if self.encode.capacity() < need {
             self.encode.reserve(need.max(FRAME_BLOCK));
         }
-        self.encode.put_slice(b"{\"seq\":");
-        let mut digits = itoa::Buffer::new();
-        self.encode.put_slice(digits.format(seq).as_bytes());
-        self.encode.put_slice(b",\"event\":");
-        self.encode.put_slice(payload);
-        self.encode.put_u8(b'}');
+        write_frame(&mut self.encode, seq, payload);
         let bytes = self.encode.split().freeze();
         let index = self.next;
         self.next += 1;

@@ -5,9 +5,8 @@
 //! The tailer feeds the thread through a bounded channel, so a slow projection slows reading the
 //! log, never memory. Replay on boot and live ingest are one path.
 
-use uuid::Uuid;
-
-use crate::event::decode::{DecodeError, Decoder};
+use crate::event::decode::Decoder;
+use crate::event::frame::framed;
 use crate::event::{Family, Kind, RawEvent};
 use crate::fanout::RingWriter;
 use crate::state::{apply, Ignored, Outcome, Snapshot, State};
@@ -102,7 +101,9 @@ impl Ingestor {
         }
         self.cursor = raw.seq;
         self.tally.events += 1;
-        let (frame, formation) = match self.decoder.decode(&raw.payload) {
+        let decoded = self.decoder.decode(&raw.payload);
+        let framed = framed(decoded.as_ref());
+        match decoded {
             Ok(ev) => {
                 let family = family_index(ev.kind.family());
                 match apply(&mut self.state, raw.seq, &ev) {
@@ -118,18 +119,14 @@ impl Ingestor {
                         }
                     }
                 }
-                let formation = ev.formation_id.and_then(|f| Uuid::parse_str(f).ok());
-                (true, formation)
             }
             Err(e) => {
                 self.tally.undecodable[e.index()] += 1;
                 tracing::debug!(seq = raw.seq, error = %e, "undecodable event skipped");
-                // A non-object JSON value still embeds verbatim in a frame.
-                (matches!(e, DecodeError::NotObject(_)), None)
             }
-        };
-        if frame {
-            ring.push(raw.seq, &raw.payload, raw.subject.clone(), formation);
+        }
+        if let Some(framed) = framed {
+            ring.push(raw.seq, &raw.payload, raw.subject.clone(), framed.formation);
         }
     }
 

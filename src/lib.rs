@@ -20,10 +20,14 @@
 //! ```
 //!
 //! Pure core (no I/O, clock or randomness): [`event`], [`state`], [`admission`], the checkpoint
-//! format ([`checkpoint::format`]). Edges: [`log`], [`ingest`] (threads and tasks), checkpoint
-//! stores and writer, [`http`], [`server`], and [`memory`] (the global allocator, and handing
-//! freed pages back to the OS).
+//! format ([`checkpoint::format`]), and request parsing ([`problem`] for errors, [`form`] for
+//! query strings). Edges: [`log`], [`ingest`] (threads and tasks), checkpoint stores and writer,
+//! [`app`] (the context handlers and sessions share), [`http`], [`ws`], [`server`], and
+//! [`memory`] (the global allocator, and handing freed pages back to the OS).
 //! Only [`config`] reads the environment.
+//!
+//! Dependencies between the edges flow one way: `server` → `http` → `ws` → `app`, and `http` →
+//! `app`; nothing in `ws` or `app` reaches back into `http` (`tests/layering.rs`).
 //!
 //! The edges are behind the default `server` feature. Without it the crate builds only the core,
 //! the frame ring, the ingest core ([`ingest::Ingestor`]), the log's types and request parsing:
@@ -39,17 +43,20 @@ pub mod admission;
 pub mod checkpoint;
 pub mod event;
 pub mod fanout;
+pub mod form;
 pub mod http;
 pub mod ingest;
 pub mod log;
+pub mod problem;
 pub mod state;
+pub mod ws;
 
 cfg_server! {
+    pub mod app;
     pub mod config;
     pub mod memory;
     pub mod metrics;
     pub mod server;
-    pub mod ws;
 
     pub use config::Config;
     pub use server::{start, start_with, Running};

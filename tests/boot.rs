@@ -2,6 +2,10 @@
 //! log), WebSocket subscribers opened meanwhile get no gap and no replayed history as "live",
 //! writes sent right after a start are applied rather than refused, and `cellctl get` right
 //! after a restart shows the cells.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 mod nats;

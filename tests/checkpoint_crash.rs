@@ -1,6 +1,10 @@
 //! A crash while a checkpoint is written: the real binary, killed with SIGKILL the moment a
 //! checkpoint file is half written, boots next from the newest whole checkpoint and serves what a
 //! full replay of the same log serves, every acknowledged event included.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 

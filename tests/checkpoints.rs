@@ -3,6 +3,10 @@
 //! replay serves (for random histories and positions); damaged, foreign, future and ahead-of-log
 //! checkpoints are skipped; events retention took before any checkpoint are reported. A crash
 //! mid-write: `checkpoint_crash.rs`; JetStream replicas: `checkpoints_jetstream.rs`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Checkpoints on JetStream, against a real nats-server: a replica started later boots from the
 //! checkpoint another replica wrote into the shared Object Store bucket, and serves what it
 //! serves. Without nats-server installed this says so and passes, unless `CELLOS_REQUIRE_NATS=1`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 mod nats;

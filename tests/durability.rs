@@ -1,6 +1,10 @@
 //! The log is the truth: a restart on the same data directory serves byte-identical reads, and a
 //! `kill -9` right after an acknowledgement loses nothing that was acknowledged and duplicates
 //! nothing.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 

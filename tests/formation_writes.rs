@@ -1,6 +1,7 @@
-//! Formation writes over real HTTP: admission (both shapes, name rules, ADR-0010), uniqueness by
-//! log order, delete, status transitions, emitted events, and restart equality.
-//! The reference server's formation tests (its §12) are re-expressed here.
+//! Formation writes over real HTTP: admission (both shapes, name rules, authority checks),
+//! uniqueness by log order, delete, status transitions, emitted events, and restart equality
+//! (docs/CONTRACT.md, "Formations"). The reference server's own formation tests are re-expressed
+//! here.
 
 mod common;
 
@@ -85,7 +86,8 @@ async fn admission_over_http() {
     let list = s.get_json("/v1/formations").await;
     assert_eq!(list["formations"].as_array().unwrap().len(), 1);
     assert!(list["cursor"].as_u64().unwrap() >= 1);
-    // The ADR-0010 kinds, with their types and details.
+    // The authority-check kinds (docs/CONTRACT.md, "Authority checks"), with their types and
+    // details.
     let cases = [
         (
             json!({"name": "a", "coordinator": "x", "members": [{"id": "c"}]}),

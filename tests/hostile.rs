@@ -1,5 +1,9 @@
 //! Hostile input over real sockets: each gets a clear answer (problem+json, a close code, or a
 //! closed connection), and the server keeps serving everyone else with nothing lost.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 

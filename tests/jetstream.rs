@@ -3,6 +3,10 @@
 //! and of NATS, outages with other producers, two replicas on one stream, no consumer per
 //! request or socket, formation writes. Without nats-server installed these tests say so and
 //! pass, unless `CELLOS_REQUIRE_NATS=1`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 mod nats;

@@ -3,6 +3,10 @@
 //! is killed (SIGKILL) and restarted, then the node the server is connected to; two servers on
 //! different nodes that agree through a leader change. Without nats-server installed these
 //! tests say so and pass, unless `CELLOS_REQUIRE_NATS=1`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 mod nats;

@@ -5,6 +5,10 @@
 //! stores writes; with wrong credentials it says why in its log and in `/readyz`, and never shows
 //! the secret. Without nats-server installed these tests say so and pass, unless
 //! `CELLOS_REQUIRE_NATS=1`.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 mod nats;
@@ -316,7 +320,7 @@ mod jwt {
         format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature))
     }
 
-    pub fn operator(op: &KeyPair) -> String {
+    pub(crate) fn operator(op: &KeyPair) -> String {
         encode(
             op,
             &op.public_key(),
@@ -327,7 +331,7 @@ mod jwt {
 
     /// An account without limits; with JetStream enabled if `jetstream` (the system account
     /// the server needs must not have it).
-    pub fn account(op: &KeyPair, account: &KeyPair, name: &str, jetstream: bool) -> String {
+    pub(crate) fn account(op: &KeyPair, account: &KeyPair, name: &str, jetstream: bool) -> String {
         let js = if jetstream { -1 } else { 0 };
         let limits = json!({
             "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
@@ -338,7 +342,7 @@ mod jwt {
         encode(op, &account.public_key(), name, nats)
     }
 
-    pub fn user(account: &KeyPair, user: &KeyPair) -> String {
+    pub(crate) fn user(account: &KeyPair, user: &KeyPair) -> String {
         let nats = json!({
             "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
             "type": "user", "version": 2,
@@ -347,7 +351,7 @@ mod jwt {
     }
 
     /// A creds file as `nsc` writes it: the user JWT, then the user's seed.
-    pub fn creds(jwt: &str, seed: &str) -> String {
+    pub(crate) fn creds(jwt: &str, seed: &str) -> String {
         format!(
             "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
              ************************* IMPORTANT *************************\n\

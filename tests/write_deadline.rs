@@ -2,6 +2,10 @@
 //! append and waiting for the event to be applied (a slow JetStream ack followed by a tail that
 //! is reconnecting after a node loss). The log here is the embedded one behind a wrapper whose
 //! appends take most of the timeout and whose tail stops delivering after the boot.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! `/ws/events` with a real WebSocket client over loopback: live frames, resume across the
 //! ring/log boundary, filters, auth, lag, retention, shutdown, and many sockets at once.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 mod common;
 

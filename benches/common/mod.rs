@@ -2,6 +2,10 @@
 //! of distinct events made from them by substituting the envelope id, the cell id and the
 //! formation id and name. Substitutes have the same length as the originals, so generated
 //! payloads are exactly as large as the examples.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "benchmarks time themselves and read their own environment switches"
+)]
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -19,7 +23,7 @@ macro_rules! example {
 
 /// One example event file.
 #[derive(Clone, Copy, Debug)]
-pub struct Example {
+pub(crate) struct Example {
     /// File stem, used as the benchmark id.
     pub name: &'static str,
     /// The JSON as stored (one line plus a newline).
@@ -28,45 +32,45 @@ pub struct Example {
 
 impl Example {
     /// The payload bytes, without the file's trailing newline.
-    pub fn json(&self) -> &'static str {
+    pub(crate) fn json(&self) -> &'static str {
         self.file.trim_end()
     }
 }
 
-pub const CELL_STARTED: Example = Example {
+pub(crate) const CELL_STARTED: Example = Example {
     name: "cell-lifecycle-started",
     file: example!("cell-lifecycle-started.json"),
 };
-pub const CELL_COMMAND_COMPLETED: Example = Example {
+pub(crate) const CELL_COMMAND_COMPLETED: Example = Example {
     name: "cell-command-completed",
     file: example!("cell-command-completed.json"),
 };
-pub const CELL_DESTROYED: Example = Example {
+pub(crate) const CELL_DESTROYED: Example = Example {
     name: "cell-lifecycle-destroyed",
     file: example!("cell-lifecycle-destroyed.json"),
 };
-pub const FORMATION_CREATED: Example = Example {
+pub(crate) const FORMATION_CREATED: Example = Example {
     name: "formation-created",
     file: example!("formation-created.json"),
 };
-pub const FORMATION_RUNNING: Example = Example {
+pub(crate) const FORMATION_RUNNING: Example = Example {
     name: "formation-running",
     file: example!("formation-running.json"),
 };
-pub const FORMATION_COMPLETED: Example = Example {
+pub(crate) const FORMATION_COMPLETED: Example = Example {
     name: "formation-completed",
     file: example!("formation-completed.json"),
 };
-pub const IDENTITY_MATERIALIZED: Example = Example {
+pub(crate) const IDENTITY_MATERIALIZED: Example = Example {
     name: "cell-identity-materialized",
     file: example!("cell-identity-materialized.json"),
 };
-pub const EXPORT_V2_COMPLETED: Example = Example {
+pub(crate) const EXPORT_V2_COMPLETED: Example = Example {
     name: "cell-export-v2-completed",
     file: example!("cell-export-v2-completed.json"),
 };
 
-pub const ALL: [Example; 8] = [
+pub(crate) const ALL: [Example; 8] = [
     CELL_STARTED,
     CELL_COMMAND_COMPLETED,
     CELL_DESTROYED,
@@ -78,32 +82,32 @@ pub const ALL: [Example; 8] = [
 ];
 
 /// The ids every example shares, which [`instantiate`] substitutes.
-pub const TEMPLATE_CELL_ID: &str = "ci-build-7f3a9c2e";
-pub const TEMPLATE_FORMATION_ID: &str = "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14";
-pub const TEMPLATE_FORMATION_NAME: &str = "payments-canary-5e0d7b8a";
+pub(crate) const TEMPLATE_CELL_ID: &str = "ci-build-7f3a9c2e";
+pub(crate) const TEMPLATE_FORMATION_ID: &str = "6f1c2a4e-8b3d-4f7a-9c21-5e0d7b8a3f14";
+pub(crate) const TEMPLATE_FORMATION_NAME: &str = "payments-canary-5e0d7b8a";
 
 /// Distinct cell id number `i`, as long as the template's.
-pub fn cell_id(i: u64) -> String {
+pub(crate) fn cell_id(i: u64) -> String {
     format!("ci-build-{i:08x}")
 }
 
 /// Distinct formation id number `i`: a lowercase hyphenated UUID.
-pub fn formation_id(i: u64) -> String {
+pub(crate) fn formation_id(i: u64) -> String {
     format!("6f1c2a4e-8b3d-4f7a-9c21-{i:012x}")
 }
 
 /// Distinct formation name number `i`, as long as the template's.
-pub fn formation_name(i: u64) -> String {
+pub(crate) fn formation_name(i: u64) -> String {
     format!("payments-canary-{i:08x}")
 }
 
 /// Distinct CloudEvent id number `i` (UUID-shaped, 36 characters).
-pub fn event_id(i: u64) -> String {
+pub(crate) fn event_id(i: u64) -> String {
     format!("e7a1c0d4-5b2f-4c8e-9a3d-{i:012x}")
 }
 
 /// `example` with envelope id `event`, cell `cell` and formation `formation` (id and name).
-pub fn instantiate(example: Example, event: u64, cell: u64, formation: u64) -> String {
+pub(crate) fn instantiate(example: Example, event: u64, cell: u64, formation: u64) -> String {
     let json = example.json();
     let key = "\"id\":\"";
     let at = json.find(key).expect("envelope id") + key.len();
@@ -117,7 +121,7 @@ pub fn instantiate(example: Example, event: u64, cell: u64, formation: u64) -> S
 }
 
 /// The CloudEvent type of an example (read from its JSON).
-pub fn event_type(example: Example) -> &'static str {
+pub(crate) fn event_type(example: Example) -> &'static str {
     let json = example.json();
     let key = "\"type\":\"";
     let at = json.find(key).expect("type") + key.len();
@@ -126,12 +130,12 @@ pub fn event_type(example: Example) -> &'static str {
 }
 
 /// Whether an example belongs to the formation family.
-pub fn is_formation(example: Example) -> bool {
+pub(crate) fn is_formation(example: Example) -> bool {
     event_type(example).contains(".formation.")
 }
 
 /// The subject the event would be filed under: formations by id, cells by cell id.
-pub fn subject(example: Example, cell: u64, formation: u64) -> String {
+pub(crate) fn subject(example: Example, cell: u64, formation: u64) -> String {
     let ty = event_type(example);
     if is_formation(example) {
         formation_subject(&formation_id(formation), last_type_token(ty))
@@ -141,7 +145,7 @@ pub fn subject(example: Example, cell: u64, formation: u64) -> String {
 }
 
 /// A log record as the tail hands it to the ingest thread.
-pub fn raw(seq: u64, example: Example, cell: u64, formation: u64) -> RawEvent {
+pub(crate) fn raw(seq: u64, example: Example, cell: u64, formation: u64) -> RawEvent {
     RawEvent {
         seq,
         subject: Arc::from(subject(example, cell, formation)),
@@ -151,15 +155,15 @@ pub fn raw(seq: u64, example: Example, cell: u64, formation: u64) -> RawEvent {
 
 /// A multiplier coprime with every key count used (10^k), so `i * SCATTER % keys` visits every
 /// key once per `keys` steps, in an order that jumps around the key space.
-pub const SCATTER: u64 = 2_654_435_761;
+pub(crate) const SCATTER: u64 = 2_654_435_761;
 
 /// The `i`-th key of a scattered walk over `keys` keys.
-pub fn scattered(i: u64, keys: u64) -> u64 {
+pub(crate) fn scattered(i: u64, keys: u64) -> u64 {
     (i % keys).wrapping_mul(SCATTER) % keys
 }
 
 /// Cell counts to run, from `CELLOS_BENCH_CELLS` (comma-separated) or the default.
-pub fn cell_counts(default: &[u64]) -> Vec<u64> {
+pub(crate) fn cell_counts(default: &[u64]) -> Vec<u64> {
     match std::env::var("CELLOS_BENCH_CELLS") {
         Ok(v) if !v.trim().is_empty() => v
             .split(',')
@@ -174,7 +178,7 @@ pub fn cell_counts(default: &[u64]) -> Vec<u64> {
 }
 
 /// The fields of a decoded event that `apply` reads, owned, so events can be decoded up front.
-pub struct Owned {
+pub(crate) struct Owned {
     kind: Kind,
     time: Option<Box<str>>,
     cell_id: Option<Box<str>>,
@@ -189,7 +193,7 @@ pub struct Owned {
 }
 
 impl Owned {
-    pub fn new(ev: &Event<'_>) -> Owned {
+    pub(crate) fn new(ev: &Event<'_>) -> Owned {
         let own = |s: Option<&str>| s.map(Box::from);
         Owned {
             kind: ev.kind,
@@ -206,7 +210,7 @@ impl Owned {
         }
     }
 
-    pub fn view(&self) -> Event<'_> {
+    pub(crate) fn view(&self) -> Event<'_> {
         Event {
             kind: self.kind,
             time: self.time.as_deref(),

@@ -43,11 +43,12 @@ use cellos_server::event::decode::Decoder;
 use cellos_server::event::{Event, RawEvent};
 use cellos_server::fanout::{Ring, RingWriter, DEFAULT_RING_BYTES, DEFAULT_RING_CAPACITY};
 use cellos_server::http::cloudevents::parse_ingest;
-use cellos_server::http::query::{CellsQuery, EventsQuery, WsQuery};
+use cellos_server::http::query::{CellsQuery, EventsQuery};
 use cellos_server::ingest::Ingestor;
 use cellos_server::log::LogIdentity;
 use cellos_server::state::cells::Threads;
 use cellos_server::state::{self, snapshot, Outcome, Publisher, Reader, State};
+use cellos_server::ws::query::WsQuery;
 use common::Example;
 use gungraun::{
     library_benchmark, library_benchmark_group, main, Callgrind, LibraryBenchmarkConfig,

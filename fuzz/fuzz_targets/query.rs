@@ -1,7 +1,8 @@
 //! Query-string parsing for every route: never panics, whatever the bytes.
 #![no_main]
 
-use cellos_server::http::query::{CellEventsQuery, CellsQuery, EventsQuery, WsQuery};
+use cellos_server::http::query::{CellEventsQuery, CellsQuery, EventsQuery};
+use cellos_server::ws::query::WsQuery;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

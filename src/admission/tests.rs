@@ -1,4 +1,5 @@
-//! Every rule and detail string of reference §4, and a property test over random member graphs.
+//! Every admission rule and detail string (docs/CONTRACT.md, "Formation admission", "Name rules"
+//! and "Authority checks"), and a property test over random member graphs.
 
 use proptest::prelude::*;
 use serde_json::json;

@@ -4,7 +4,7 @@ use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-use super::problem::{ApiError, Kind};
+use crate::problem::{ApiError, Kind};
 
 /// Checks the first `Authorization` header against `token`, step by step as the reference does;
 /// the first failing step names the problem.

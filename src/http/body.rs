@@ -14,18 +14,18 @@ use http::{header, HeaderValue, Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::problem::{ApiError, Kind};
+use crate::problem::{ApiError, Kind};
 
 /// Set once a handler has read the whole body; shared through the request's extensions.
 #[derive(Clone, Default)]
 struct Consumed(Arc<AtomicBool>);
 
 /// Watches one HTTP/1 request that carries a body, from routing to the response.
-pub struct UnreadGuard(Consumed);
+pub(super) struct UnreadGuard(Consumed);
 
 impl UnreadGuard {
     /// `None` when nothing can be left unread: no body, or HTTP/2 (streams close on their own).
-    pub fn track<B>(req: &mut Request<B>) -> Option<Self>
+    pub(super) fn track<B>(req: &mut Request<B>) -> Option<Self>
     where
         B: hyper::body::Body,
     {
@@ -38,7 +38,7 @@ impl UnreadGuard {
     }
 
     /// Marks the response `Connection: close` if the body was not read to its end.
-    pub fn finish<B>(self, resp: &mut Response<B>) {
+    pub(super) fn finish<B>(self, resp: &mut Response<B>) {
         if !self.0 .0.load(Ordering::Acquire) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -48,7 +48,7 @@ impl UnreadGuard {
 
 /// Reads a request body of at most `limit` bytes within `timeout`; more is a 413, slower a 408
 /// (a client trickling a body would otherwise hold a connection and a handler indefinitely).
-pub async fn read_body(
+pub(super) async fn read_body(
     mut req: Request<Incoming>,
     limit: usize,
     timeout: Duration,
@@ -93,7 +93,7 @@ pub async fn read_body(
 }
 
 /// The media type of a request, lowercased, without parameters.
-pub fn media_type<B>(req: &Request<B>) -> Option<String> {
+pub(super) fn media_type<B>(req: &Request<B>) -> Option<String> {
     let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(ct.split(';').next()?.trim().to_ascii_lowercase())
 }

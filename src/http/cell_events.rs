@@ -11,14 +11,15 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::mpsc;
 
-use super::problem::ApiError;
+use crate::problem::ApiError;
 use super::query::CellEventsQuery;
-use super::{json, Body, BoxError, Ctx};
+use super::json;
+use crate::app::{Body, BoxError, Ctx};
 use crate::event::decode::Decoder;
 use crate::event::RawEvent;
 
-pub const DEFAULT_TAIL: usize = 100;
-pub const MAX_TAIL: usize = 1000;
+pub(super) const DEFAULT_TAIL: usize = 100;
+pub(super) const MAX_TAIL: usize = 1000;
 /// Chunks buffered for a slow follower before the follower task waits.
 const STREAM_QUEUE: usize = 16;
 /// Log events read per step while following.
@@ -51,7 +52,7 @@ fn ndjson_line(out: &mut Vec<u8>, payload: &[u8]) {
     out.push(b'\n');
 }
 
-pub async fn events(
+pub(super) async fn events(
     ctx: &Arc<Ctx>,
     id: &str,
     query: Option<&str>,

@@ -2,18 +2,19 @@
 
 use http::{Response, StatusCode};
 
-use super::formations::Ident;
-use super::problem::ApiError;
+use crate::app::Ident;
+use crate::problem::ApiError;
 use super::query::CellsQuery;
-use super::{json, render, Body, Ctx};
+use super::{json, render};
+use crate::app::{Body, Ctx};
 use crate::state::apply::normalize_formation_ref;
 use crate::state::{Cell, CellState};
 
 /// Largest `limit` honoured; larger values are clamped.
-pub const MAX_CELLS_LIMIT: usize = 1000;
+pub(super) const MAX_CELLS_LIMIT: usize = 1000;
 
 /// `GET /v1/cells[?state=][&formation=][&limit=]`: a bare array in ascending id order.
-pub fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub(super) fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> {
     let q = CellsQuery::parse(query)?;
     let state = match q.state.as_deref().map(str::to_lowercase) {
         None => None,
@@ -53,7 +54,7 @@ pub fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> 
 }
 
 /// `GET /v1/cells/{id}`.
-pub fn get(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+pub(super) fn get(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
     let snap = ctx.reader.load();
     let cell = snap
         .state

@@ -3,10 +3,10 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::problem::{ApiError, Kind};
 use crate::event::decode::{DecodeError, Decoder};
 use crate::event::subject::ingest_subject;
 use crate::log::{Append, MAX_DEDUPE_ID_BYTES};
+use crate::problem::{ApiError, Kind};
 
 /// Largest ingestion body.
 pub const MAX_INGEST_BYTES: usize = 1024 * 1024;

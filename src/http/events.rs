@@ -8,24 +8,26 @@ use uuid::Uuid;
 
 use super::body::{media_type, read_body};
 use super::cloudevents::{parse_ingest, MAX_INGEST_BYTES};
-use super::formations::Ident;
-use super::problem::{ApiError, Kind};
+use crate::app::Ident;
+use crate::problem::{ApiError, Kind};
 use super::query::EventsQuery;
-use super::{json, Body, Ctx};
-use crate::event::decode::{DecodeError, Decoder};
+use super::json;
+use crate::app::{Body, Ctx};
+use crate::event::decode::Decoder;
+use crate::event::frame::{framed, write_frame};
 
-pub const DEFAULT_PAGE: usize = 100;
-pub const MAX_PAGE: usize = 1000;
+pub(super) const DEFAULT_PAGE: usize = 100;
+pub(super) const MAX_PAGE: usize = 1000;
 /// Most log events one page request examines (a formation filter may skip many): the cursor
 /// still advances past them, so paging never stalls.
-pub const MAX_SCAN: usize = 10_000;
+pub(super) const MAX_SCAN: usize = 10_000;
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
 
 /// `GET /v1/events?since=&limit=&formation=`: events after `since` that this server has applied,
 /// oldest first, each as `{"seq":N,"event":<stored payload>}`.
-pub async fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiError> {
     let q = EventsQuery::parse(query)?;
     let since = q.since.unwrap_or(0);
     let limit = match q.limit {
@@ -66,20 +68,13 @@ pub async fn list(ctx: &Ctx, query: Option<&str>) -> Result<Response<Body>, ApiE
             after = raw.seq;
             cursor = raw.seq;
             scanned += 1;
-            let keep = match decoder.decode(&raw.payload) {
-                Ok(ev) => filter.is_none_or(|want| {
-                    ev.formation_id.and_then(|f| Uuid::parse_str(f).ok()) == Some(want)
-                }),
-                Err(DecodeError::NotObject(_)) => filter.is_none(),
-                Err(_) => false,
-            };
+            let keep = framed(decoder.decode(&raw.payload).as_ref())
+                .is_some_and(|f| filter.is_none_or(|want| f.formation == Some(want)));
             if keep {
                 if count > 0 {
                     items.push(b',');
                 }
-                let _ = write!(items, "{{\"seq\":{},\"event\":", raw.seq);
-                items.extend_from_slice(&raw.payload);
-                items.push(b'}');
+                write_frame(&mut items, raw.seq, &raw.payload);
                 count += 1;
                 if count == limit {
                     break 'scan;
@@ -101,7 +96,7 @@ fn page(items: &[u8], cursor: u64) -> Response<Body> {
 
 /// `POST /v1/events`: CloudEvents in structured or batch mode. All events are validated before
 /// any is appended; the answer waits until they are applied.
-pub async fn ingest(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn ingest(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let batch = match media_type(&req).as_deref() {
         Some(STRUCTURED) => false,
         Some(BATCH) => true,

@@ -2,6 +2,7 @@
 //! CloudEvent and answers only after the ingest thread applied it; the projection decides
 //! conflicts (name ownership, terminal states) by log order. During the boot replay each waits
 //! for it (within the write timeout) before it looks at the projection.
+#![allow(clippy::disallowed_methods, reason = "a new formation's id and creation time are drawn here, at the edge, and written into its event")]
 
 use chrono::Utc;
 use http::{Request, Response, StatusCode};
@@ -11,9 +12,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::body::{media_type, read_body};
-use super::formations::Ident;
-use super::problem::{push_json_str, ApiError, Kind};
-use super::{empty, json, Body, Ctx};
+use crate::app::Ident;
+use crate::problem::{push_json_str, ApiError, Kind};
+use super::{empty, json};
+use crate::app::{Body, Ctx};
 use crate::admission;
 use crate::event::encode::{format_time, FormationEvent};
 use crate::event::Phase;
@@ -21,11 +23,11 @@ use crate::state::apply::status_of;
 use crate::state::FormationRecord;
 
 /// Largest `POST /v1/formations` body (65,536 bytes is accepted).
-pub const MAX_FORMATION_BODY: usize = 65_536;
+pub(super) const MAX_FORMATION_BODY: usize = 65_536;
 /// Largest `POST /v1/formations/{ident}/status` body.
-pub const MAX_STATUS_BODY: usize = 2 * 1024 * 1024;
+pub(super) const MAX_STATUS_BODY: usize = 2 * 1024 * 1024;
 /// Reason recorded on a formation cancelled by DELETE.
-pub const DELETE_REASON: &str = "deleted by operator";
+pub(super) const DELETE_REASON: &str = "deleted by operator";
 
 fn in_use(name: &str, holder: Uuid) -> ApiError {
     ApiError::new(
@@ -77,7 +79,7 @@ async fn transition(
 }
 
 /// `POST /v1/formations`.
-pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, MAX_FORMATION_BODY, ctx.config.body_timeout).await?;
     let admitted = admission::admit(&body)?;
     let deadline = ctx.write_deadline();
@@ -121,7 +123,7 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
 
 /// `DELETE /v1/formations/{ident}` and `/v1/formations/by-name/{name}`: cancels a live formation;
 /// a terminal one is left as it is.
-pub async fn delete(ctx: &Ctx, ident: Ident<'_>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn delete(ctx: &Ctx, ident: Ident<'_>) -> Result<Response<Body>, ApiError> {
     let deadline = ctx.write_deadline();
     ctx.until_replayed_by(deadline).await?;
     let record = {
@@ -149,8 +151,9 @@ fn is_json_media(req: &Request<Incoming>) -> bool {
     })
 }
 
-/// The phase a `/status` request asks for (case-insensitive), as reference §4.9 maps it.
-pub fn phase_of_state(upper: &str) -> Option<Phase> {
+/// The phase a `/status` request asks for (case-insensitive), mapped as the reference server maps
+/// it (docs/CONTRACT.md, "Formation status transitions").
+pub(super) fn phase_of_state(upper: &str) -> Option<Phase> {
     match upper {
         "LAUNCHING" => Some(Phase::Launching),
         "RUNNING" => Some(Phase::Running),
@@ -173,7 +176,7 @@ fn terminal_conflict(f: &FormationRecord) -> ApiError {
 }
 
 /// `POST /v1/formations/{ident}/status`.
-pub async fn set_status(
+pub(super) async fn set_status(
     ctx: &Ctx,
     ident: Ident<'_>,
     req: Request<Incoming>,

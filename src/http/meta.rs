@@ -2,12 +2,13 @@
 
 use http::{Response, StatusCode};
 
-use super::problem::ApiError;
-use super::{full, json, Body, Ctx};
+use crate::problem::ApiError;
+use super::{full, json};
+use crate::app::{Body, Ctx};
 use crate::ingest::not_ready_reason;
 
 /// `GET /v1/version`. `gitSha` is present only when `CELLOS_GIT_SHA` was set at build time.
-pub fn version() -> Response<Body> {
+pub(super) fn version() -> Response<Body> {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -27,14 +28,14 @@ pub fn version() -> Response<Body> {
 }
 
 /// `GET /healthz`: 200 while the process serves.
-pub fn healthz() -> Response<Body> {
+pub(super) fn healthz() -> Response<Body> {
     json(StatusCode::OK, &b"{\"status\":\"ok\"}"[..])
 }
 
 /// `GET /readyz`: 200 once the log is reachable and the projection has caught up with it. The
 /// body lists `warnings` when the projection is known to miss something (events the log's
 /// retention removed before a checkpoint held them): serving goes on, an operator must know.
-pub fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+pub(super) fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let snap = ctx.reader.load();
     let cursor = snap.cursor;
     if let Some(reason) = not_ready_reason(&ctx.tail, ctx.log.as_ref(), &snap, &ctx.boot) {
@@ -53,7 +54,7 @@ pub fn readyz(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub fn metrics(ctx: &Ctx) -> Response<Body> {
+pub(super) fn metrics(ctx: &Ctx) -> Response<Body> {
     let ring = &ctx.ring;
     ctx.metrics.ring_bytes.set(ring.held_bytes() as f64);
     ctx.metrics

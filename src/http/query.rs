@@ -1,60 +1,8 @@
-//! Query-string parsing: `application/x-www-form-urlencoded` pairs, and the typed queries of each
-//! route with the exact detail strings clients see. Pure.
+//! The typed queries of the HTTP routes, with the exact detail strings clients see (pairs and
+//! their errors: [`crate::form`]). Pure.
 
-use std::borrow::Cow;
-
-use percent_encoding::percent_decode;
-
-use super::problem::ApiError;
-
-/// Most query pairs read from one request; more is a 400.
-pub const MAX_QUERY_PAIRS: usize = 64;
-
-/// Decodes `a=1&b=x+y` into pairs (`+` is a space, `%XX` decoded, invalid UTF-8 replaced).
-pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    let mut out = Vec::new();
-    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        if out.len() == MAX_QUERY_PAIRS {
-            return Err(ApiError::bad_request(format!(
-                "Failed to deserialize query string: more than {MAX_QUERY_PAIRS} parameters"
-            )));
-        }
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        out.push((decode_component(k), decode_component(v)));
-    }
-    Ok(out)
-}
-
-fn decode_component(s: &str) -> String {
-    let plus: Cow<'_, str> = if s.contains('+') {
-        Cow::Owned(s.replace('+', " "))
-    } else {
-        Cow::Borrowed(s)
-    };
-    percent_decode(plus.as_bytes())
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-fn deserialize_error(detail: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("Failed to deserialize query string: {detail}"))
-}
-
-fn parse_num<T: std::str::FromStr>(v: &str) -> Result<T, ApiError>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse::<T>().map_err(deserialize_error)
-}
-
-/// Sets `slot` once; a second occurrence of the key is an error.
-fn once<T>(slot: &mut Option<T>, key: &str, value: T) -> Result<(), ApiError> {
-    if slot.is_some() {
-        return Err(deserialize_error(format!("duplicate field `{key}`")));
-    }
-    *slot = Some(value);
-    Ok(())
-}
+use crate::form::{deserialize_error, once, pairs, parse_num};
+use crate::problem::ApiError;
 
 /// `GET /v1/cells`: only `state`, `formation` and `limit`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -129,32 +77,10 @@ impl CellEventsQuery {
     }
 }
 
-/// `/ws/events`: `since`, `subject`, `formation`; other keys are ignored.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct WsQuery {
-    pub since: Option<u64>,
-    pub subject: Option<String>,
-    pub formation: Option<String>,
-}
-
-impl WsQuery {
-    pub fn parse(query: Option<&str>) -> Result<WsQuery, ApiError> {
-        let mut q = WsQuery::default();
-        for (k, v) in pairs(query)? {
-            match k.as_str() {
-                "since" => once(&mut q.since, "since", parse_num(&v)?)?,
-                "subject" => once(&mut q.subject, "subject", v)?,
-                "formation" => once(&mut q.formation, "formation", v)?,
-                _ => {}
-            }
-        }
-        Ok(q)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::form::MAX_QUERY_PAIRS;
 
     fn detail(e: ApiError) -> String {
         e.detail
@@ -200,10 +126,6 @@ mod tests {
         let c = CellEventsQuery::parse(Some("follow=true&tail=5")).unwrap();
         assert_eq!((c.tail, c.follow), (Some(5), true));
         assert!(CellEventsQuery::parse(Some("follow=yes")).is_err());
-        let ws = WsQuery::parse(Some("since=3&subject=cellos.events.%3E&formation=x&y=1")).unwrap();
-        assert_eq!(ws.since, Some(3));
-        assert_eq!(ws.subject.as_deref(), Some("cellos.events.>"));
-        assert_eq!(ws.formation.as_deref(), Some("x"));
         let many = vec!["a=1"; MAX_QUERY_PAIRS + 1].join("&");
         assert!(EventsQuery::parse(Some(&many)).is_err());
     }

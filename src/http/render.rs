@@ -19,7 +19,7 @@ fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// `{"id","name","status","document","created_at","updated_at"}`. Never a `state` key or a
 /// `cells: null` (cellctl rejects both).
-pub fn formation(out: &mut Vec<u8>, f: &FormationRecord) {
+pub(super) fn formation(out: &mut Vec<u8>, f: &FormationRecord) {
     out.extend_from_slice(b"{\"id\":\"");
     let _ = write!(out, "{}", f.id.hyphenated());
     out.extend_from_slice(b"\",\"name\":");
@@ -36,7 +36,7 @@ pub fn formation(out: &mut Vec<u8>, f: &FormationRecord) {
 }
 
 /// Every key always present, snake_case, `null` when unset; `status` mirrors `state`.
-pub fn cell(out: &mut Vec<u8>, c: Cell<'_>) {
+pub(super) fn cell(out: &mut Vec<u8>, c: Cell<'_>) {
     out.extend_from_slice(b"{\"id\":");
     str_lit(out, c.id());
     out.extend_from_slice(b",\"spec_id\":");
@@ -66,7 +66,7 @@ pub fn cell(out: &mut Vec<u8>, c: Cell<'_>) {
 }
 
 /// Writes `[item,item,…]`.
-pub fn array<T>(
+pub(super) fn array<T>(
     out: &mut Vec<u8>,
     items: impl IntoIterator<Item = T>,
     mut each: impl FnMut(&mut Vec<u8>, T),

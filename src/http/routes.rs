@@ -1,4 +1,5 @@
 //! Route table and dispatch: OPTIONS/CORS, 404, 405 with `Allow`, then auth, then the handler.
+#![allow(clippy::disallowed_methods, reason = "times each request for the latency metrics")]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,15 +9,14 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
 use super::body::UnreadGuard;
-use super::formations::Ident;
-use super::problem::{cut_path, ApiError, Kind};
-use super::{
-    auth, cell_events, cells, empty, events, formation_writes, formations, meta, problem, Body, Ctx,
-};
+use crate::app::Ident;
+use crate::problem::{cut_path, ApiError, Kind};
+use super::{auth, cell_events, cells, empty, events, formation_writes, formations, meta, problem};
+use crate::app::{Body, Ctx};
 
 /// A matched route. Path parameters stay percent-encoded until the handler (after auth) decodes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(super) enum Route<'a> {
     Formations,
     Formation(&'a str),
     FormationByName(&'a str),
@@ -34,7 +34,7 @@ pub enum Route<'a> {
 
 impl Route<'_> {
     /// Matches a path exactly: no trailing slash, no empty segment.
-    pub fn parse(path: &str) -> Option<Route<'_>> {
+    pub(super) fn parse(path: &str) -> Option<Route<'_>> {
         let rest = path.strip_prefix('/')?;
         let segs: Vec<&str> = rest.split('/').collect();
         if segs.iter().any(|s| s.is_empty()) {
@@ -59,7 +59,7 @@ impl Route<'_> {
     }
 
     /// Methods this route answers, as the `Allow` header lists them.
-    pub fn allow(&self) -> &'static str {
+    pub(super) fn allow(&self) -> &'static str {
         match self {
             Route::Formations => "POST,GET,HEAD",
             Route::Formation(_) | Route::FormationByName(_) => "GET,HEAD,DELETE",
@@ -71,7 +71,7 @@ impl Route<'_> {
     }
 
     /// Label for metrics: the route template, never the raw path.
-    pub fn label(&self) -> &'static str {
+    pub(super) fn label(&self) -> &'static str {
         match self {
             Route::Formations => "/v1/formations",
             Route::Formation(_) => "/v1/formations/{ident}",
@@ -109,7 +109,7 @@ impl Route<'_> {
 }
 
 /// Decodes a percent-encoded path parameter (RFC 3986: `+` stays `+`).
-pub fn path_param(raw: &str) -> Result<String, ApiError> {
+pub(super) fn path_param(raw: &str) -> Result<String, ApiError> {
     percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
@@ -117,7 +117,7 @@ pub fn path_param(raw: &str) -> Result<String, ApiError> {
 }
 
 /// The whole request path: CORS, routing, auth, handler, metrics.
-pub async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let unread = UnreadGuard::track(&mut req);
     let path = req.uri().path().to_owned();

@@ -23,6 +23,15 @@ pub struct Snapshot {
 
 /// The publishing side. Deliberately not `Clone`: exactly one exists, and it moves into the
 /// ingest thread, which makes that thread the only writer.
+///
+/// The type is reachable (this compiles) and not `Clone` (the next does not):
+/// ```
+/// fn moves(x: cellos_server::state::Publisher) -> cellos_server::state::Publisher { x }
+/// ```
+/// ```compile_fail
+/// fn is_clone<T: Clone>() {}
+/// is_clone::<cellos_server::state::Publisher>();
+/// ```
 pub struct Publisher {
     cell: Arc<ArcSwap<Snapshot>>,
 }

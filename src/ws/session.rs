@@ -1,6 +1,7 @@
 //! One WebSocket session: resume from the log when the ring cannot prove it holds the history,
 //! then follow the shared ring live. Delivery is gap-free and duplicate-free: the session keeps
 //! a cursor (the last seq it examined) and skips everything at or below it.
+#![allow(clippy::disallowed_methods, reason = "heartbeats and write-stall deadlines of a WebSocket session")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,19 +16,17 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use uuid::Uuid;
 
+use super::close;
 use super::writer::LazyBuf;
 use super::MAX_INBOUND_BYTES;
-use crate::event::decode::{DecodeError, Decoder};
+use crate::event::decode::Decoder;
+use crate::event::frame::{framed, write_frame};
 use crate::event::subject::Pattern;
 use crate::fanout::Frame as RingFrame;
-use crate::http::Ctx;
+use crate::app::Ctx;
 
-/// Close code and reason prefix for a subscriber that fell behind its backlog bound.
-pub const CLOSE_LAGGED: u16 = 4008;
-/// Close code when `since` is older than the log's oldest retained event.
-pub const CLOSE_RETENTION: u16 = 4410;
 /// A write that cannot make progress for this long means the peer stopped reading.
-pub const WRITE_STALL: Duration = Duration::from_secs(30);
+pub(super) const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Events read from the log per catch-up step.
 const CATCHUP_CHUNK: usize = 256;
 
@@ -97,7 +96,7 @@ struct Session {
     max_backlog: u64,
 }
 
-pub async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filter: Filter) {
+pub(super) async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filter: Filter) {
     let Ok(ws) = fut.await else { return };
     let mut ws = WebSocket::after_handshake(LazyBuf::new(ws.into_inner()), Role::Server);
     ws.set_auto_close(false);
@@ -118,7 +117,7 @@ pub async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filter: Fil
     };
     let end = session.serve(rd, since).await;
     if let End::Close(code, reason) = end {
-        if code == CLOSE_LAGGED {
+        if code == close::LAGGED {
             ctx.metrics.ws_lagged.increment(1);
         }
         let wr = &mut session.wr;
@@ -150,7 +149,7 @@ impl Session {
         let since = match since {
             None if !self.ctx.reader.peek(|s| s.replayed) => match self.ctx.log.bounds().await {
                 Ok(b) => Some(b.last),
-                Err(_) => return End::Close(1011, "event log unavailable".into()),
+                Err(_) => return End::Close(close::INTERNAL_ERROR, "event log unavailable".into()),
             },
             since => since,
         };
@@ -160,10 +159,10 @@ impl Session {
                 self.delivered = since;
                 match self.ctx.log.bounds().await {
                     Ok(b) if since.saturating_add(1) < b.first => {
-                        return End::Close(CLOSE_RETENTION, "retention-exhausted".into())
+                        return End::Close(close::RETENTION_EXHAUSTED, "retention-exhausted".into())
                     }
                     Ok(_) => {}
-                    Err(_) => return End::Close(1011, "event log unavailable".into()),
+                    Err(_) => return End::Close(close::INTERNAL_ERROR, "event log unavailable".into()),
                 }
             }
             None => {
@@ -193,7 +192,7 @@ impl Session {
             let catching_up = self.live.is_none();
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return End::Close(1001, "server shutting down".into()),
+                _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down".into()),
                 (rd, res) = &mut inbound => {
                     match res {
                         Ok(Inbound::Close(code)) => {
@@ -209,17 +208,17 @@ impl Session {
                         Ok(Inbound::Pong) => last_pong = Instant::now(),
                         Ok(Inbound::Data) => {}
                         Err(WebSocketError::FrameTooLarge) => {
-                            return End::Close(1009, format!("message exceeds {MAX_INBOUND_BYTES} bytes"))
+                            return End::Close(close::MESSAGE_TOO_BIG, format!("message exceeds {MAX_INBOUND_BYTES} bytes"))
                         }
-                        Err(WebSocketError::InvalidUTF8) => return End::Close(1007, "invalid UTF-8".into()),
+                        Err(WebSocketError::InvalidUTF8) => return End::Close(close::INVALID_DATA, "invalid UTF-8".into()),
                         Err(WebSocketError::UnexpectedEOF) | Err(WebSocketError::IoError(_)) => return End::Drop,
-                        Err(e) => return End::Close(1002, format!("protocol error: {e}")),
+                        Err(e) => return End::Close(close::PROTOCOL_ERROR, format!("protocol error: {e}")),
                     }
                     inbound.set(next_inbound(rd));
                 }
                 _ = ping.tick() => {
                     if last_pong.elapsed() > pong_timeout {
-                        return End::Close(1008, "pong timeout".into());
+                        return End::Close(close::POLICY_VIOLATION, "pong timeout".into());
                     }
                     if self.write_control(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await.is_err() {
                         return End::Drop;
@@ -232,7 +231,7 @@ impl Session {
                 }
                 changed = heads.changed(), if !catching_up => {
                     if changed.is_err() {
-                        return End::Close(1001, "server shutting down".into());
+                        return End::Close(close::GOING_AWAY, "server shutting down".into());
                     }
                     if let Some(end) = stalls(self.drain()).await {
                         return end;
@@ -275,7 +274,7 @@ impl Session {
             }
             let lagged = || {
                 End::Close(
-                    CLOSE_LAGGED,
+                    close::LAGGED,
                     format!("lagged; resume with since={}", self.delivered),
                 )
             };
@@ -353,34 +352,28 @@ impl Session {
             .log
             .read(self.cursor, CATCHUP_CHUNK)
             .await
-            .map_err(|_| End::Close(1011, "event log unavailable".into()))?;
+            .map_err(|_| End::Close(close::INTERNAL_ERROR, "event log unavailable".into()))?;
         let Some(first) = events.first() else {
             // Nothing beyond the cursor in the log yet, and the ring is still settling.
             tokio::time::sleep(Duration::from_millis(20)).await;
             return Ok(());
         };
         if first.seq > self.cursor + 1 {
-            return Err(End::Close(CLOSE_RETENTION, "retention-exhausted".into()));
+            return Err(End::Close(close::RETENTION_EXHAUSTED, "retention-exhausted".into()));
         }
         let decoder = self.decoder.get_or_insert_with(Default::default);
         let mut frame = Vec::new();
         let mut sent = 0u64;
         for raw in &events {
             self.cursor = raw.seq;
-            let formation = match decoder.decode(&raw.payload) {
-                Ok(ev) => ev.formation_id.and_then(|f| Uuid::parse_str(f).ok()),
-                Err(DecodeError::NotObject(_)) => None,
-                Err(_) => continue,
+            let Some(framed) = framed(decoder.decode(&raw.payload).as_ref()) else {
+                continue;
             };
-            if !self.filter.matches(&raw.subject, formation) {
+            if !self.filter.matches(&raw.subject, framed.formation) {
                 continue;
             }
             frame.clear();
-            frame.extend_from_slice(b"{\"seq\":");
-            frame.extend_from_slice(itoa::Buffer::new().format(raw.seq).as_bytes());
-            frame.extend_from_slice(b",\"event\":");
-            frame.extend_from_slice(&raw.payload);
-            frame.push(b'}');
+            write_frame(&mut frame, raw.seq, &raw.payload);
             self.wr
                 .write_frame(Frame::text(Payload::Borrowed(&frame)))
                 .await

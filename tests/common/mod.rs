@@ -2,10 +2,13 @@
 //! crash tests), an HTTP client with timeouts, problem+json assertions and CloudEvent builders.
 //!
 //! Every network call goes to 127.0.0.1, has a timeout, and every wait loop is bounded.
-
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 #![allow(dead_code)]
 
-pub mod ws;
+pub(crate) mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,53 +25,53 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-pub const TOKEN: &str = "t0k3n-for-tests";
+pub(crate) const TOKEN: &str = "t0k3n-for-tests";
 /// Upper bound on any single HTTP exchange.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upper bound on waiting for `/readyz` (or the binary's listening line).
-pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub const STRUCTURED: &str = "application/cloudevents+json";
-pub const BATCH: &str = "application/cloudevents-batch+json";
+pub(crate) const STRUCTURED: &str = "application/cloudevents+json";
+pub(crate) const BATCH: &str = "application/cloudevents-batch+json";
 
-pub const STARTED: &str = "dev.cellos.events.cell.lifecycle.v1.started";
-pub const DESTROYED: &str = "dev.cellos.events.cell.lifecycle.v1.destroyed";
-pub const COMMAND_COMPLETED: &str = "dev.cellos.events.cell.command.v1.completed";
+pub(crate) const STARTED: &str = "dev.cellos.events.cell.lifecycle.v1.started";
+pub(crate) const DESTROYED: &str = "dev.cellos.events.cell.lifecycle.v1.destroyed";
+pub(crate) const COMMAND_COMPLETED: &str = "dev.cellos.events.cell.command.v1.completed";
 
 // ------------------------------------------------------------------------------------------------
 // Responses and problem+json
 
 /// A fully read response.
 #[derive(Debug, Clone)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Resp {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.body.to_vec()).expect("response body is UTF-8")
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?}", self.text()))
     }
 
     /// The first value of a header, as a string.
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
-    pub fn content_type(&self) -> Option<String> {
+    pub(crate) fn content_type(&self) -> Option<String> {
         self.header("content-type")
     }
 
     /// Asserts the status, printing the body on failure.
-    pub fn expect(&self, status: u16) -> &Self {
+    pub(crate) fn expect(&self, status: u16) -> &Self {
         assert_eq!(
             self.status,
             status,
@@ -79,7 +82,7 @@ impl Resp {
     }
 
     /// Asserts a 200 `application/json` response and returns its body as text.
-    pub fn ok_json_text(&self) -> String {
+    pub(crate) fn ok_json_text(&self) -> String {
         self.expect(200);
         assert_eq!(self.content_type().as_deref(), Some("application/json"));
         self.text()
@@ -87,23 +90,23 @@ impl Resp {
 }
 
 /// A problem kind: HTTP status, `type` URI, `title`.
-pub type ProblemKind = (u16, &'static str, &'static str);
+pub(crate) type ProblemKind = (u16, &'static str, &'static str);
 
-pub const UNAUTHORIZED: ProblemKind = (401, "/problems/unauthorized", "Unauthorized");
-pub const BAD_REQUEST: ProblemKind = (400, "/problems/bad-request", "Bad Request");
-pub const NOT_FOUND: ProblemKind = (404, "/problems/not-found", "Not Found");
-pub const METHOD_NOT_ALLOWED: ProblemKind =
+pub(crate) const UNAUTHORIZED: ProblemKind = (401, "/problems/unauthorized", "Unauthorized");
+pub(crate) const BAD_REQUEST: ProblemKind = (400, "/problems/bad-request", "Bad Request");
+pub(crate) const NOT_FOUND: ProblemKind = (404, "/problems/not-found", "Not Found");
+pub(crate) const METHOD_NOT_ALLOWED: ProblemKind =
     (405, "/problems/method-not-allowed", "Method Not Allowed");
-pub const PAYLOAD_TOO_LARGE: ProblemKind =
+pub(crate) const PAYLOAD_TOO_LARGE: ProblemKind =
     (413, "/problems/payload-too-large", "Payload Too Large");
-pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind = (
+pub(crate) const UNSUPPORTED_MEDIA_TYPE: ProblemKind = (
     415,
     "/problems/unsupported-media-type",
     "Unsupported Media Type",
 );
 
 /// The exact body a problem must have: four keys, in order.
-pub fn problem_body(kind: ProblemKind, detail: &str) -> String {
+pub(crate) fn problem_body(kind: ProblemKind, detail: &str) -> String {
     let s = |v: &str| serde_json::to_string(v).unwrap();
     format!(
         "{{\"type\":{},\"title\":{},\"status\":{},\"detail\":{}}}",
@@ -116,7 +119,7 @@ pub fn problem_body(kind: ProblemKind, detail: &str) -> String {
 
 /// Asserts a problem+json answer: status, exact content type, CORS header, and a body that is
 /// exactly `{"type","title","status","detail"}` in that order with these values.
-pub fn assert_problem(resp: &Resp, kind: ProblemKind, detail: &str) {
+pub(crate) fn assert_problem(resp: &Resp, kind: ProblemKind, detail: &str) {
     let body = resp.text();
     assert_eq!(resp.status, kind.0, "status; body: {body}");
     assert_eq!(
@@ -149,7 +152,7 @@ pub fn assert_problem(resp: &Resp, kind: ProblemKind, detail: &str) {
 }
 
 /// Like [`assert_problem`] for HEAD answers, which carry no body.
-pub fn assert_head_problem(resp: &Resp, status: u16) {
+pub(crate) fn assert_head_problem(resp: &Resp, status: u16) {
     assert_eq!(resp.status, status);
     assert_eq!(
         resp.content_type().as_deref(),
@@ -163,7 +166,7 @@ pub fn assert_head_problem(resp: &Resp, status: u16) {
 
 /// How a request authenticates.
 #[derive(Clone, Copy, Debug)]
-pub enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     /// `Authorization: Bearer <TOKEN>`.
     Token,
     /// No `Authorization` header.
@@ -174,14 +177,14 @@ pub enum Auth<'a> {
 
 /// An HTTP client bound to one server address.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     pub addr: SocketAddr,
     pub base: String,
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr) -> Client {
+    pub(crate) fn new(addr: SocketAddr) -> Client {
         assert!(addr.ip().is_loopback(), "tests talk to loopback only");
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -197,7 +200,7 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -245,20 +248,20 @@ impl Client {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str) -> Resp {
         self.send(Method::GET, path, Auth::Token, &[], None).await
     }
 
-    pub async fn get_as(&self, path: &str, auth: Auth<'_>) -> Resp {
+    pub(crate) async fn get_as(&self, path: &str, auth: Auth<'_>) -> Resp {
         self.send(Method::GET, path, auth, &[], None).await
     }
 
-    pub async fn head(&self, path: &str) -> Resp {
+    pub(crate) async fn head(&self, path: &str) -> Resp {
         self.send(Method::HEAD, path, Auth::Token, &[], None).await
     }
 
     /// GET that must answer 200 `application/json`; returns the raw body.
-    pub async fn get_ok(&self, path: &str) -> Bytes {
+    pub(crate) async fn get_ok(&self, path: &str) -> Bytes {
         let r = self.get(path).await;
         r.expect(200);
         assert_eq!(
@@ -269,13 +272,13 @@ impl Client {
         r.body
     }
 
-    pub async fn get_json(&self, path: &str) -> Value {
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
         let body = self.get_ok(path).await;
         serde_json::from_slice(&body).expect("JSON body")
     }
 
     /// POST /v1/events with this content type and body, authenticated.
-    pub async fn post_events(&self, content_type: &str, body: impl Into<Vec<u8>>) -> Resp {
+    pub(crate) async fn post_events(&self, content_type: &str, body: impl Into<Vec<u8>>) -> Resp {
         self.send(
             Method::POST,
             "/v1/events",
@@ -287,7 +290,7 @@ impl Client {
     }
 
     /// POST /v1/formations with this admission request, authenticated.
-    pub async fn post_formation(&self, request: &Value) -> Resp {
+    pub(crate) async fn post_formation(&self, request: &Value) -> Resp {
         self.send(
             Method::POST,
             "/v1/formations",
@@ -299,7 +302,7 @@ impl Client {
     }
 
     /// POST /v1/events that may fail at the transport level (the server may be killed).
-    pub async fn try_post_events(
+    pub(crate) async fn try_post_events(
         &self,
         content_type: &str,
         body: Vec<u8>,
@@ -323,7 +326,11 @@ impl Client {
     }
 
     /// Posts a raw batch body that must be accepted; returns the seqs.
-    pub async fn ingest_raw(&self, content_type: &str, body: impl Into<Vec<u8>>) -> Vec<u64> {
+    pub(crate) async fn ingest_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Vec<u64> {
         let r = self.post_events(content_type, body).await;
         r.expect(202);
         assert_eq!(r.content_type().as_deref(), Some("application/json"));
@@ -331,7 +338,7 @@ impl Client {
     }
 
     /// Posts events as one batch; they must be accepted. Returns their seqs.
-    pub async fn ingest(&self, events: &[Value]) -> Vec<u64> {
+    pub(crate) async fn ingest(&self, events: &[Value]) -> Vec<u64> {
         let body = serde_json::to_vec(events).unwrap();
         let seqs = self.ingest_raw(BATCH, body).await;
         assert_eq!(seqs.len(), events.len());
@@ -339,7 +346,7 @@ impl Client {
     }
 
     /// Posts one event in structured mode; it must be accepted. Returns its seq.
-    pub async fn ingest_one(&self, event: &Value) -> u64 {
+    pub(crate) async fn ingest_one(&self, event: &Value) -> u64 {
         let seqs = self
             .ingest_raw(STRUCTURED, serde_json::to_vec(event).unwrap())
             .await;
@@ -348,7 +355,7 @@ impl Client {
     }
 
     /// One page of `/v1/events`: (seq, event) pairs and the cursor.
-    pub async fn events_page(&self, query: &str) -> (Vec<(u64, Value)>, u64) {
+    pub(crate) async fn events_page(&self, query: &str) -> (Vec<(u64, Value)>, u64) {
         let v = self.get_json(&format!("/v1/events{query}")).await;
         let events = v["events"]
             .as_array()
@@ -360,7 +367,7 @@ impl Client {
     }
 
     /// Every event in the log, paging with `since = cursor` (bounded number of pages).
-    pub async fn all_events(&self) -> Vec<(u64, Value)> {
+    pub(crate) async fn all_events(&self) -> Vec<(u64, Value)> {
         let mut out = Vec::new();
         let mut since = 0;
         for _ in 0..1000 {
@@ -379,7 +386,7 @@ impl Client {
 
     /// The value of a metric without labels (or with exactly these labels, written as in the
     /// exposition: `name{label="value"}`), from `/metrics`.
-    pub async fn metric(&self, name: &str) -> Option<f64> {
+    pub(crate) async fn metric(&self, name: &str) -> Option<f64> {
         let text = self.get("/metrics").await.expect(200).text();
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -390,7 +397,7 @@ impl Client {
     /// then every formation (by id, by name, by-name), cell (record, events, events tail) and
     /// filter they name, and event pages. (path, status, body) in a fixed order, so two servers
     /// that serve the same projection give equal vectors.
-    pub async fn every_get(&self) -> Vec<(String, u16, String)> {
+    pub(crate) async fn every_get(&self) -> Vec<(String, u16, String)> {
         let mut paths = vec![
             "/v1/formations".to_owned(),
             "/v1/cells".to_owned(),
@@ -437,12 +444,12 @@ impl Client {
     }
 
     /// Polls `/readyz` until 200; fails loudly after [`READY_TIMEOUT`].
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         self.wait_ready_within(READY_TIMEOUT).await
     }
 
     /// Polls `/readyz` until 200; fails loudly after `limit`.
-    pub async fn wait_ready_within(&self, limit: Duration) {
+    pub(crate) async fn wait_ready_within(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut last = String::new();
         while Instant::now() < deadline {
@@ -470,7 +477,7 @@ impl Client {
 }
 
 /// The `seqs` of a 202 answer.
-pub fn seqs_of(r: &Resp) -> Vec<u64> {
+pub(crate) fn seqs_of(r: &Resp) -> Vec<u64> {
     let v = r.json();
     let obj = v.as_object().expect("202 body is an object");
     assert_eq!(obj.len(), 1, "202 body is exactly {{\"seqs\":[…]}}: {v}");
@@ -487,7 +494,9 @@ pub fn seqs_of(r: &Resp) -> Vec<u64> {
 
 /// Starts a server in this process with `config` and returns it with a client for it, as soon
 /// as the listener is bound; fails loudly if that takes over [`READY_TIMEOUT`].
-pub async fn start_config(config: cellos_server::Config) -> (cellos_server::Running, Client) {
+pub(crate) async fn start_config(
+    config: cellos_server::Config,
+) -> (cellos_server::Running, Client) {
     let running = tokio::time::timeout(READY_TIMEOUT, cellos_server::start(config))
         .await
         .expect("server start timed out")
@@ -497,7 +506,7 @@ pub async fn start_config(config: cellos_server::Config) -> (cellos_server::Runn
 }
 
 /// A test configuration on the embedded log in `dir` that neither writes nor reads checkpoints.
-pub fn no_checkpoints(dir: &Path) -> cellos_server::Config {
+pub(crate) fn no_checkpoints(dir: &Path) -> cellos_server::Config {
     let mut c = cellos_server::Config::for_tests(TOKEN, dir.to_path_buf());
     c.checkpoints = cellos_server::checkpoint::Schedule {
         every_events: 0,
@@ -507,14 +516,14 @@ pub fn no_checkpoints(dir: &Path) -> cellos_server::Config {
 }
 
 /// Graceful shutdown of a server started with [`start_config`], bounded to 30 s.
-pub async fn stop(running: cellos_server::Running) {
+pub(crate) async fn stop(running: cellos_server::Running) {
     tokio::time::timeout(Duration::from_secs(30), running.shutdown())
         .await
         .expect("shutdown timed out");
 }
 
 /// A server running in this process on 127.0.0.1:0 with its own data directory.
-pub struct TestServer {
+pub(crate) struct TestServer {
     running: Option<cellos_server::Running>,
     dir: Option<TempDir>,
     pub client: Client,
@@ -529,12 +538,12 @@ impl Deref for TestServer {
 
 impl TestServer {
     /// Starts on a fresh data directory and waits until ready.
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         Self::start_in(tempfile::tempdir().expect("temp dir")).await
     }
 
     /// Starts on an existing data directory (a restart) and waits until ready.
-    pub async fn start_in(dir: TempDir) -> TestServer {
+    pub(crate) async fn start_in(dir: TempDir) -> TestServer {
         let server = Self::start_in_unready(dir).await;
         server.wait_ready().await;
         server
@@ -542,7 +551,7 @@ impl TestServer {
 
     /// Starts on a data directory and returns as soon as the listener is bound (replay may
     /// still be running).
-    pub async fn start_in_unready(dir: TempDir) -> TestServer {
+    pub(crate) async fn start_in_unready(dir: TempDir) -> TestServer {
         let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
         let (running, client) = start_config(config).await;
         TestServer {
@@ -552,12 +561,12 @@ impl TestServer {
         }
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         self.dir.as_ref().unwrap().path()
     }
 
     /// Graceful shutdown; returns the data directory for a restart.
-    pub async fn shutdown(mut self) -> TempDir {
+    pub(crate) async fn shutdown(mut self) -> TempDir {
         let running = self.running.take().unwrap();
         stop(running).await;
         self.dir.take().unwrap()
@@ -568,7 +577,7 @@ impl TestServer {
 // The real binary (for kill -9)
 
 /// The `cellos-server` binary running as a child process on 127.0.0.1:0.
-pub struct BinServer {
+pub(crate) struct BinServer {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub client: Client,
@@ -584,7 +593,7 @@ impl Deref for BinServer {
 
 impl BinServer {
     /// Spawns the binary on `data_dir`, parses the bound address from its JSON log, waits ready.
-    pub async fn spawn(data_dir: &Path) -> BinServer {
+    pub(crate) async fn spawn(data_dir: &Path) -> BinServer {
         let server = Self::spawn_unready(data_dir, &[]).await;
         server.wait_ready().await;
         server
@@ -592,7 +601,7 @@ impl BinServer {
 
     /// Spawns the binary on `data_dir` with these extra environment variables and returns as
     /// soon as it logged its listening address (the boot replay may still be running).
-    pub async fn spawn_unready(data_dir: &Path, env: &[(&str, &str)]) -> BinServer {
+    pub(crate) async fn spawn_unready(data_dir: &Path, env: &[(&str, &str)]) -> BinServer {
         let data_dir: PathBuf = data_dir.to_path_buf();
         let env: Vec<(String, String)> = env
             .iter()
@@ -614,7 +623,7 @@ impl BinServer {
     /// SIGKILL (then reap) the moment `now` says so, looking every 100 µs for at most `within`;
     /// whether it was killed. Blocks the calling thread: the kill comes within microseconds of
     /// what `now` saw.
-    pub fn kill9_when(&mut self, now: impl Fn() -> bool, within: Duration) -> bool {
+    pub(crate) fn kill9_when(&mut self, now: impl Fn() -> bool, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if now() {
@@ -630,14 +639,14 @@ impl BinServer {
     }
 
     /// SIGKILL, then reap.
-    pub fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
         }
     }
 
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }
 }
@@ -719,7 +728,7 @@ fn spawn_blocking(
 
 /// Writes `request` to the server (write errors after the server answered are ignored) and reads
 /// until the server closes: (status, head, body).
-pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+pub(crate) fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -768,7 +777,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A CloudEvent id unique in this test process.
-pub fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     format!(
         "ev-{}-{}",
         std::process::id(),
@@ -777,12 +786,12 @@ pub fn fresh_id() -> String {
 }
 
 /// `2026-01-01T00:MM:SS.000Z` for a number of seconds (< 3600).
-pub fn ts(secs: u32) -> String {
+pub(crate) fn ts(secs: u32) -> String {
     format!("2026-01-01T00:{:02}:{:02}.000Z", secs / 60, secs % 60)
 }
 
 /// A CloudEvent with a fresh id.
-pub fn cloud_event(ty: &str, source: &str, time: Option<&str>, data: Value) -> Value {
+pub(crate) fn cloud_event(ty: &str, source: &str, time: Option<&str>, data: Value) -> Value {
     let mut ev = json!({
         "specversion": "1.0",
         "id": fresh_id(),
@@ -797,7 +806,7 @@ pub fn cloud_event(ty: &str, source: &str, time: Option<&str>, data: Value) -> V
     ev
 }
 
-pub fn started(cell: &str, spec: &str, run: Option<&str>, time: &str) -> Value {
+pub(crate) fn started(cell: &str, spec: &str, run: Option<&str>, time: &str) -> Value {
     let mut data = json!({"cellId": cell, "specId": spec, "ttlSeconds": 300});
     if let Some(r) = run {
         data["runId"] = json!(r);
@@ -805,7 +814,7 @@ pub fn started(cell: &str, spec: &str, run: Option<&str>, time: &str) -> Value {
     cloud_event(STARTED, "cellos-supervisor", Some(time), data)
 }
 
-pub fn command_completed(cell: &str, spec: &str, exit_code: i64, time: &str) -> Value {
+pub(crate) fn command_completed(cell: &str, spec: &str, exit_code: i64, time: &str) -> Value {
     cloud_event(
         COMMAND_COMPLETED,
         "cellos-supervisor",
@@ -815,7 +824,7 @@ pub fn command_completed(cell: &str, spec: &str, exit_code: i64, time: &str) -> 
     )
 }
 
-pub fn destroyed(cell: &str, spec: &str, outcome: &str, time: &str) -> Value {
+pub(crate) fn destroyed(cell: &str, spec: &str, outcome: &str, time: &str) -> Value {
     cloud_event(
         DESTROYED,
         "cellos-supervisor",
@@ -824,12 +833,12 @@ pub fn destroyed(cell: &str, spec: &str, outcome: &str, time: &str) -> Value {
     )
 }
 
-pub fn formation_type(phase: &str) -> String {
+pub(crate) fn formation_type(phase: &str) -> String {
     format!("dev.cellos.events.cell.formation.v1.{phase}")
 }
 
 /// A `created` event carrying the document.
-pub fn formation_created(fid: &str, name: &str, time: &str, document: Value) -> Value {
+pub(crate) fn formation_created(fid: &str, name: &str, time: &str, document: Value) -> Value {
     cloud_event(
         &formation_type("created"),
         fid,
@@ -840,7 +849,7 @@ pub fn formation_created(fid: &str, name: &str, time: &str, document: Value) -> 
 }
 
 /// A lifecycle event for an existing formation.
-pub fn formation_phase(fid: &str, name: &str, phase: &str, time: &str) -> Value {
+pub(crate) fn formation_phase(fid: &str, name: &str, phase: &str, time: &str) -> Value {
     cloud_event(
         &formation_type(phase),
         fid,
@@ -850,7 +859,7 @@ pub fn formation_phase(fid: &str, name: &str, phase: &str, time: &str) -> Value 
 }
 
 /// A small formation document (flat shape).
-pub fn document(name: &str) -> Value {
+pub(crate) fn document(name: &str) -> Value {
     json!({
         "name": name,
         "coordinator": "coord",
@@ -862,13 +871,13 @@ pub fn document(name: &str) -> Value {
 }
 
 /// The smallest admission request the gate admits: a coordinator and one member it authorizes.
-pub fn admission_request(name: &str) -> Value {
+pub(crate) fn admission_request(name: &str) -> Value {
     json!({"name": name, "coordinator": "c",
            "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]})
 }
 
 /// A fresh random formation id, lowercase hyphenated.
-pub fn new_fid() -> String {
+pub(crate) fn new_fid() -> String {
     uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
@@ -884,7 +893,7 @@ fn jopt(s: Option<&str>) -> String {
 }
 
 /// Compact JSON with object keys sorted at every level (what formation documents render as).
-pub fn canonical(v: &Value) -> String {
+pub(crate) fn canonical(v: &Value) -> String {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
@@ -904,7 +913,7 @@ pub fn canonical(v: &Value) -> String {
 }
 
 /// The exact bytes of a formation record.
-pub fn formation_record(
+pub(crate) fn formation_record(
     id: &str,
     name: &str,
     status: &str,
@@ -925,7 +934,7 @@ pub fn formation_record(
 
 /// A cell record as clients see it.
 #[derive(Clone, Debug, Default)]
-pub struct CellRec<'a> {
+pub(crate) struct CellRec<'a> {
     pub id: &'a str,
     pub spec_id: &'a str,
     pub run_id: Option<&'a str>,
@@ -939,7 +948,7 @@ pub struct CellRec<'a> {
 
 impl CellRec<'_> {
     /// The exact bytes: every key, in order, `null` when unset, `status` mirroring `state`.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         format!(
             "{{\"id\":{},\"spec_id\":{},\"run_id\":{},\"state\":{},\"status\":{},\"formation_id\":{},\"started_at\":{},\"destroyed_at\":{},\"outcome\":{},\"exit_code\":{}}}",
             jstr(self.id),
@@ -957,7 +966,7 @@ impl CellRec<'_> {
 }
 
 /// Percent-encodes every byte outside the RFC 3986 unreserved set (for path segments).
-pub fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -12,20 +12,20 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::TOKEN;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Upper bound on every wait for a connection or a message.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A socket on `/ws/events<query>` with the test token; panics if the upgrade fails.
-pub async fn connect(addr: SocketAddr, query: &str) -> Ws {
+pub(crate) async fn connect(addr: SocketAddr, query: &str) -> Ws {
     try_connect(addr, query, Some(TOKEN))
         .await
         .expect("upgrade")
 }
 
 /// A socket on `/ws/events<query>`, with `token` as the bearer when given.
-pub async fn try_connect(
+pub(crate) async fn try_connect(
     addr: SocketAddr,
     query: &str,
     token: Option<&str>,
@@ -45,13 +45,13 @@ pub async fn try_connect(
 
 /// What the next message was.
 #[derive(Debug)]
-pub enum Got {
+pub(crate) enum Got {
     Frame(u64, Value, String),
     Closed(Option<(u16, String)>),
 }
 
 /// The next text frame or the close, skipping pings and pongs; panics after [`WAIT`].
-pub async fn next(ws: &mut Ws) -> Got {
+pub(crate) async fn next(ws: &mut Ws) -> Got {
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -72,7 +72,7 @@ pub async fn next(ws: &mut Ws) -> Got {
 }
 
 /// The next `n` frames; panics on a close before them.
-pub async fn frames(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
+pub(crate) async fn frames(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match next(ws).await {

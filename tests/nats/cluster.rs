@@ -2,6 +2,10 @@
 //! (`server_name`, `cluster { routes }`, a store directory per node, the monitoring port), nodes
 //! killed with SIGKILL and restarted, and questions the tests ask of it (which node leads a
 //! stream, which node a client is connected to). Every wait is bounded.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +14,9 @@ use async_nats::jetstream;
 
 use super::{binary_or_skip, free_port, Nats, NatsSpec, NATS_TIMEOUT};
 
-pub const CLUSTER_NAME: &str = "cellos";
+pub(crate) const CLUSTER_NAME: &str = "cellos";
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub nodes: Vec<Nats>,
     /// Monitoring (HTTP) port of each node.
     monitor: Vec<u16>,
@@ -36,7 +40,7 @@ fn node_conf(index: usize, monitor: u16, route: u16, routes: &[u16]) -> String {
 impl Cluster {
     /// `size` nodes, started together (JetStream needs a quorum to elect its meta leader), or
     /// `None` when nats-server is missing and not required.
-    pub async fn start(size: usize) -> Option<Cluster> {
+    pub(crate) async fn start(size: usize) -> Option<Cluster> {
         let bin = binary_or_skip()?;
         let ports: Vec<(u16, u16, u16)> = (0..size)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -69,13 +73,13 @@ impl Cluster {
     }
 
     /// Every node's URL, comma-separated (the server's seeds).
-    pub fn urls(&self) -> String {
+    pub(crate) fn urls(&self) -> String {
         let urls: Vec<String> = self.nodes.iter().map(Nats::url).collect();
         urls.join(",")
     }
 
     /// A JetStream context through the first running node.
-    pub async fn jetstream(&self) -> jetstream::Context {
+    pub(crate) async fn jetstream(&self) -> jetstream::Context {
         let node = self
             .nodes
             .iter()
@@ -85,7 +89,7 @@ impl Cluster {
     }
 
     /// Index of the node leading `stream`'s replicas, once one leads (bounded wait).
-    pub async fn stream_leader(&self, stream: &str) -> usize {
+    pub(crate) async fn stream_leader(&self, stream: &str) -> usize {
         let deadline = Instant::now() + NATS_TIMEOUT;
         loop {
             let js = self.jetstream().await;
@@ -108,7 +112,7 @@ impl Cluster {
 
     /// Index of the running node a client named `name` is connected to, from the nodes'
     /// monitoring endpoints.
-    pub async fn serving(&self, name: &str) -> Option<usize> {
+    pub(crate) async fn serving(&self, name: &str) -> Option<usize> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

@@ -4,10 +4,13 @@
 //!
 //! When `nats-server` is not installed the tests print why and pass, unless
 //! `CELLOS_REQUIRE_NATS=1`, which makes them fail loudly instead.
-
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests run servers and wait for them in real time, and read their own environment switches"
+)]
 #![allow(dead_code)]
 
-pub mod cluster;
+pub(crate) mod cluster;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,7 +23,7 @@ use async_nats::jetstream;
 use tempfile::TempDir;
 
 /// Upper bound on a start (process up and JetStream answering) or a stop.
-pub const NATS_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const NATS_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `nats-server` binary: on PATH, or where Debian installs it.
 fn find_binary() -> Option<PathBuf> {
@@ -34,7 +37,7 @@ fn find_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("binding a free loopback port")
@@ -42,11 +45,11 @@ pub fn free_port() -> u16 {
 }
 
 /// How test clients connect to a server (credentials, TLS).
-pub type ClientOptions = Arc<dyn Fn() -> async_nats::ConnectOptions + Send + Sync>;
+pub(crate) type ClientOptions = Arc<dyn Fn() -> async_nats::ConnectOptions + Send + Sync>;
 
 /// A server run from a config file.
 #[derive(Clone)]
-pub struct NatsSpec {
+pub(crate) struct NatsSpec {
     /// The config file; `{port}` and `{store}` are filled in with the client port and the
     /// store directory.
     pub conf: String,
@@ -57,7 +60,7 @@ pub struct NatsSpec {
 }
 
 /// The binary, or `None` after saying why (a failure under `CELLOS_REQUIRE_NATS=1`).
-pub fn binary_or_skip() -> Option<PathBuf> {
+pub(crate) fn binary_or_skip() -> Option<PathBuf> {
     let found = find_binary();
     if found.is_none() {
         if std::env::var("CELLOS_REQUIRE_NATS").as_deref() == Ok("1") {
@@ -72,7 +75,7 @@ pub fn binary_or_skip() -> Option<PathBuf> {
 }
 
 /// A running (or stopped, between [`Nats::stop`] and [`Nats::restart`]) nats-server.
-pub struct Nats {
+pub(crate) struct Nats {
     bin: PathBuf,
     child: Option<Child>,
     pub port: u16,
@@ -85,12 +88,12 @@ pub struct Nats {
 impl Nats {
     /// Starts a fresh server, or returns `None` (after saying why) when nats-server is missing
     /// and `CELLOS_REQUIRE_NATS` is not `1`.
-    pub async fn start() -> Option<Nats> {
+    pub(crate) async fn start() -> Option<Nats> {
         Nats::start_spec(None).await
     }
 
     /// [`Nats::start`] from a config file.
-    pub async fn start_with(spec: NatsSpec) -> Option<Nats> {
+    pub(crate) async fn start_with(spec: NatsSpec) -> Option<Nats> {
         Nats::start_spec(Some(spec)).await
     }
 
@@ -107,7 +110,7 @@ impl Nats {
     }
 
     /// A server on a port chosen by the caller, not started yet (cluster nodes).
-    pub fn new(bin: PathBuf, spec: Option<NatsSpec>, port: u16) -> Nats {
+    pub(crate) fn new(bin: PathBuf, spec: Option<NatsSpec>, port: u16) -> Nats {
         Nats {
             bin,
             child: None,
@@ -119,16 +122,16 @@ impl Nats {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = self.spec.as_ref().map_or("nats", |s| s.scheme);
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.child.is_some()
     }
 
-    pub fn store_dir(&self) -> &Path {
+    pub(crate) fn store_dir(&self) -> &Path {
         self.store.path()
     }
 
@@ -137,7 +140,7 @@ impl Nats {
     }
 
     /// Everything the server processes wrote so far.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.starts {
             let p = self.logs.path().join(format!("nats-{i}.log"));
@@ -147,7 +150,7 @@ impl Nats {
     }
 
     /// Spawns on `self.port` without waiting for it.
-    pub fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path()).expect("nats log file");
         let mut command = Command::new(&self.bin);
@@ -186,7 +189,7 @@ impl Nats {
 
     /// Waits until the server accepts connections and JetStream answers. `false` if the process
     /// exited.
-    pub async fn wait_ready(&mut self) -> bool {
+    pub(crate) async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + NATS_TIMEOUT;
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         loop {
@@ -226,7 +229,7 @@ impl Nats {
     }
 
     /// SIGKILL, then reap: a node lost without warning.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -234,7 +237,7 @@ impl Nats {
     }
 
     /// Stops the server gracefully (SIGTERM: the file store is flushed), SIGKILL if it lingers.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -256,7 +259,7 @@ impl Nats {
     }
 
     /// Starts again on the same port and store directory (after [`Nats::stop`]).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         // The old listener is closed; a few tries cover a slow release of the port.
         for _ in 0..10 {
@@ -269,7 +272,7 @@ impl Nats {
     }
 
     /// A plain client (bounded retries while the server comes up).
-    pub async fn client(&self) -> async_nats::Client {
+    pub(crate) async fn client(&self) -> async_nats::Client {
         let deadline = Instant::now() + NATS_TIMEOUT;
         loop {
             let options = match &self.spec {
@@ -291,7 +294,7 @@ impl Nats {
     }
 
     /// A JetStream context on a fresh client.
-    pub async fn jetstream(&self) -> jetstream::Context {
+    pub(crate) async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.client().await)
     }
 }
@@ -306,6 +309,6 @@ impl Drop for Nats {
 }
 
 /// Connection settings for a NATS URL with no credentials or TLS.
-pub fn settings(url: &str) -> cellos_server::log::jetstream::NatsSettings {
+pub(crate) fn settings(url: &str) -> cellos_server::log::jetstream::NatsSettings {
     cellos_server::log::jetstream::NatsSettings::from_urls(url).expect("a NATS URL")
 }
