@@ -2,6 +2,7 @@
 //! configuration, the snapshot reader, the log's append side, the cursor, the ring, metrics,
 //! shutdown), and the response body type. HTTP handlers ([`crate::http`]) and WebSocket sessions
 //! ([`crate::ws`]) both depend on this module; it depends on neither.
+
 #![allow(clippy::disallowed_methods, reason = "deadlines for the boot-replay wait and for writes")]
 
 mod ident;

@@ -2,6 +2,7 @@
 //!
 //! Each server owns its own recorder (none is installed globally), so several servers in one
 //! process (tests) keep separate figures. Handles are registered once and are cheap to update.
+
 #![allow(clippy::disallowed_methods, reason = "the newest checkpoint's age, rendered on each scrape")]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,7 @@
 //! without the `server` feature, for the fuzz targets and the gates.
 
 pub mod close;
+pub mod delivery;
 pub mod query;
 
 cfg_server! {

@@ -2,6 +2,7 @@
 //! (then the whole retained log is replayed). A checkpoint that is damaged, of an unknown format
 //! version, of another log, or ahead of the log's end is skipped with a warning and counted;
 //! none is ever trusted without those checks, and none can crash the boot.
+
 #![allow(clippy::disallowed_methods, reason = "times how long loading a checkpoint took, for the log line")]
 
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 //! sooner than [`MIN_GAP_FACTOR`] times the last one's encoding time after it: at most a
 //! twentieth of one core on average (during a long replay, for instance). Waiting for the store
 //! costs no CPU and does not count.
+
 #![allow(clippy::disallowed_methods, reason = "schedules checkpoints by elapsed time and backs off failed writes")]
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! CloudEvent and answers only after the ingest thread applied it; the projection decides
 //! conflicts (name ownership, terminal states) by log order. During the boot replay each waits
 //! for it (within the write timeout) before it looks at the projection.
+
 #![allow(clippy::disallowed_methods, reason = "a new formation's id and creation time are drawn here, at the edge, and written into its event")]
 
 use chrono::Utc;

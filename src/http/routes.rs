@@ -1,4 +1,5 @@
 //! Route table and dispatch: OPTIONS/CORS, 404, 405 with `Allow`, then auth, then the handler.
+
 #![allow(clippy::disallowed_methods, reason = "times each request for the latency metrics")]
 
 use std::sync::Arc;

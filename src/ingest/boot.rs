@@ -5,6 +5,7 @@
 //! that holds everything the tail read before it first reached the log's end
 //! ([`crate::state::Snapshot::replayed`]), so a response checks the very snapshot it serves.
 //! This only reports.
+
 #![allow(clippy::disallowed_methods, reason = "reports the boot replay's progress and rate")]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,7 @@
 //! The ingest thread, the projection's only writer: rounds of batches → [`Ingestor`] → one
 //! snapshot publish per round → frames committed to the ring → applied cursor advanced; and the
 //! end of the boot replay marked on the snapshot.
+
 #![allow(clippy::disallowed_methods, reason = "paces progress reports and memory release on the ingest thread, and times rounds")]
 
 use std::sync::Arc;

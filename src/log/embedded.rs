@@ -4,6 +4,7 @@
 //! commit: concurrent appends share one fsync). An append is acknowledged only after its commit
 //! returned, so it survives `kill -9` and power loss. Reads are redb read transactions on the
 //! blocking pool and never wait for the writer.
+
 #![allow(clippy::disallowed_methods, reason = "the wall clock injected into retention, the log's random id at creation, and a drain deadline at close")]
 
 use std::path::Path;

@@ -1,6 +1,8 @@
-//! One WebSocket session: resume from the log when the ring cannot prove it holds the history,
-//! then follow the shared ring live. Delivery is gap-free and duplicate-free: the session keeps
-//! a cursor (the last seq it examined) and skips everything at or below it.
+//! One WebSocket session: the I/O around [`super::delivery::Delivery`], which decides what to
+//! send (resume from the log when the ring cannot prove it holds the history, then follow the
+//! shared ring live, gap-free and duplicate-free); here the log is read, frames are written,
+//! pings answered and the session closed.
+
 #![allow(clippy::disallowed_methods, reason = "heartbeats and write-stall deadlines of a WebSocket session")]
 
 use std::sync::Arc;
@@ -17,18 +19,17 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::close;
+use super::delivery::{CatchUp, Delivery, Live, LogRead, RingView, CATCHUP_CHUNK};
 use super::writer::LazyBuf;
 use super::MAX_INBOUND_BYTES;
 use crate::event::decode::Decoder;
 use crate::event::frame::{framed, write_frame};
 use crate::event::subject::Pattern;
-use crate::fanout::Frame as RingFrame;
+use crate::fanout::Ring;
 use crate::app::Ctx;
 
 /// A write that cannot make progress for this long means the peer stopped reading.
 pub(super) const WRITE_STALL: Duration = Duration::from_secs(30);
-/// Events read from the log per catch-up step.
-const CATCHUP_CHUNK: usize = 256;
 
 type Io = LazyBuf<TokioIo<Upgraded>>;
 type Reader = WebSocketRead<ReadHalf<Io>>;
@@ -86,14 +87,36 @@ struct Session {
     ctx: Arc<Ctx>,
     filter: Filter,
     wr: Writer,
-    /// Last seq examined (delivered or filtered out).
-    cursor: u64,
-    /// Last seq delivered: where a lagged client resumes.
-    delivered: u64,
-    /// Ring index of the next frame, while following the ring.
-    live: Option<u64>,
+    /// What to send next (set by `serve` before the first step).
+    delivery: Delivery,
     decoder: Option<Box<Decoder>>,
-    max_backlog: u64,
+}
+
+/// The ring as this session's filter sees it.
+struct Filtered<'a> {
+    ring: &'a Ring,
+    filter: &'a Filter,
+}
+
+impl RingView for Filtered<'_> {
+    fn published(&self) -> u64 {
+        self.ring.published()
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.ring.last_seq()
+    }
+
+    fn position_after(&self, seq: u64) -> Option<u64> {
+        self.ring.position_after(seq)
+    }
+
+    fn frame(&self, index: u64) -> Option<(u64, bool)> {
+        // Most frames do not pass a filtered session's filter: decide in place.
+        self.ring.peek(index, |f| {
+            (f.seq, self.filter.matches(&f.subject, f.formation))
+        })
+    }
 }
 
 pub(super) async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filter: Filter) {
@@ -104,15 +127,11 @@ pub(super) async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filt
     ws.set_max_message_size(MAX_INBOUND_BYTES);
     let (rd, wr) = ws.split(tokio::io::split);
     ctx.metrics.ws_connections.increment(1.0);
-    let ring = ctx.ring.clone();
     let mut session = Session {
-        max_backlog: (ctx.config.ws_max_backlog as u64).min(ring.capacity() / 2),
         ctx: ctx.clone(),
         filter,
         wr,
-        cursor: 0,
-        delivered: 0,
-        live: None,
+        delivery: Delivery::resume(0, 0),
         decoder: None,
     };
     let end = session.serve(rd, since).await;
@@ -153,10 +172,10 @@ impl Session {
             },
             since => since,
         };
+        let max_backlog = (self.ctx.config.ws_max_backlog as u64).min(ring.capacity() / 2);
         match since {
             Some(since) => {
-                self.cursor = since;
-                self.delivered = since;
+                self.delivery = Delivery::resume(since, max_backlog);
                 match self.ctx.log.bounds().await {
                     Ok(b) if since.saturating_add(1) < b.first => {
                         return End::Close(close::RETENTION_EXHAUSTED, "retention-exhausted".into())
@@ -170,12 +189,11 @@ impl Session {
                 // than the ring's byte bound have evicted it already, after the newest pushed
                 // one: the session starts a little later, still without a gap.
                 let published = ring.published();
-                self.cursor = published
+                let seq = published
                     .checked_sub(1)
                     .and_then(|i| ring.get(i))
                     .map_or_else(|| ring.last_seq().max(ring.floor()), |f| f.seq);
-                self.delivered = self.cursor;
-                self.live = Some(published);
+                self.delivery = Delivery::live(seq, published, max_backlog);
             }
         }
         let mut inbound = Box::pin(next_inbound(rd));
@@ -189,7 +207,7 @@ impl Session {
         let mut last_pong = start;
         let shutdown = self.ctx.shutdown.clone();
         loop {
-            let catching_up = self.live.is_none();
+            let catching_up = !self.delivery.is_live();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down".into()),
@@ -250,74 +268,37 @@ impl Session {
         .unwrap_or(Err(WebSocketError::ConnectionClosed))
     }
 
-    /// Delivers every new frame from the ring, coalesced into as few writes as possible. A
-    /// subscriber more than `max_backlog` frames behind the newest (or whose next frame was
-    /// already overwritten) is closed with 4008 and told where to resume.
+    /// Delivers every new frame from the ring, coalesced into as few writes as possible; ends
+    /// the session when it lags (see [`Delivery::next_live`]).
     async fn drain(&mut self) -> Result<(), End> {
         let ring = self.ctx.ring.clone();
-        let Some(mut pos) = self.live else {
-            return Ok(());
-        };
         let mut sent = 0u64;
         loop {
-            let published = ring.published();
-            if pos == published {
-                break;
-            }
-            if ring.last_seq() <= self.cursor {
-                // Every published frame is at or below the cursor (a session that starts ahead
-                // of the projection, as during the boot replay): nothing to deliver, and nothing
-                // it could be said to lag behind.
-                pos = published;
-                self.live = Some(pos);
-                continue;
-            }
-            let lagged = || {
-                End::Close(
-                    close::LAGGED,
-                    format!("lagged; resume with since={}", self.delivered),
-                )
+            let view = Filtered {
+                ring: &ring,
+                filter: &self.filter,
             };
-            if published - pos > self.max_backlog {
-                return Err(lagged());
-            }
-            // Most frames do not pass a filtered session's filter: decide in place, and take a
-            // reference only to frames that will be written.
-            let (seq, wanted) = ring
-                .peek(pos, |f| {
-                    (
-                        f.seq,
-                        f.seq > self.cursor && self.filter.matches(&f.subject, f.formation),
-                    )
-                })
-                .ok_or_else(lagged)?;
-            if wanted {
-                let frame = ring.get(pos).ok_or_else(lagged)?;
-                sent += self.offer(&frame).await?;
-            } else {
-                self.cursor = self.cursor.max(seq);
-            }
-            pos += 1;
-            self.live = Some(pos);
+            let index = match self.delivery.next_live(&view) {
+                Live::Idle => break,
+                Live::Close(code, reason) => return Err(End::Close(code, reason)),
+                Live::Send { index } => index,
+            };
+            let Some(frame) = ring.get(index) else {
+                let (code, reason) = self.delivery.lagged();
+                return Err(End::Close(code, reason));
+            };
+            self.write(&frame.bytes).await?;
+            self.delivery.sent_live(index, frame.seq);
+            sent += 1;
         }
         self.finish_burst(sent).await
     }
 
-    /// Writes a ring frame if it is new to this session and passes its filter; returns 1 if sent.
-    async fn offer(&mut self, frame: &RingFrame) -> Result<u64, End> {
-        if frame.seq <= self.cursor {
-            return Ok(0);
-        }
-        self.cursor = frame.seq;
-        if !self.filter.matches(&frame.subject, frame.formation) {
-            return Ok(0);
-        }
+    async fn write(&mut self, frame: &[u8]) -> Result<(), End> {
         self.wr
-            .write_frame(Frame::text(Payload::Borrowed(&frame.bytes[..])))
+            .write_frame(Frame::text(Payload::Borrowed(frame)))
             .await
-            .map_err(|_| End::Drop)?;
-        self.delivered = frame.seq;
-        Ok(1)
+            .map_err(|_| End::Drop)
     }
 
     async fn finish_burst(&mut self, sent: u64) -> Result<(), End> {
@@ -328,58 +309,71 @@ impl Session {
         Ok(())
     }
 
-    /// One step of history: from the ring when it still holds the frames after the cursor, else
-    /// from the log. Goes live once the remaining backlog is well inside the lag bound, so a
-    /// resume is never mistaken for lag.
+    /// One step of history, as [`Delivery::catch_up`] decides: from the ring, or from the log.
     async fn catch_up(&mut self) -> Result<(), End> {
         let ring = self.ctx.ring.clone();
-        if let Some(pos) = ring.position_after(self.cursor) {
-            if ring.published().saturating_sub(pos) <= self.max_backlog / 2 {
-                self.live = Some(pos);
+        let view = Filtered {
+            ring: &ring,
+            filter: &self.filter,
+        };
+        let (from, to) = match self.delivery.catch_up(&view) {
+            CatchUp::Live => {
                 self.decoder = None;
                 return self.drain().await;
             }
-            let mut sent = 0;
-            for index in pos..pos + CATCHUP_CHUNK as u64 {
-                // An overwritten frame ends the step; the next one reads the log.
-                let Some(frame) = ring.get(index) else { break };
-                sent += self.offer(&frame).await?;
+            CatchUp::Ring { from, to } => (from, to),
+            CatchUp::Log { after } => return self.catch_up_from_log(after).await,
+        };
+        let mut sent = 0;
+        for index in from..to {
+            // An evicted frame ends the step; the next one reads the log.
+            let Some(frame) = ring.get(index) else { break };
+            let wanted = self.filter.matches(&frame.subject, frame.formation);
+            if self.delivery.offer(frame.seq, wanted) {
+                self.write(&frame.bytes).await?;
+                sent += 1;
             }
-            return self.finish_burst(sent).await;
         }
+        self.finish_burst(sent).await
+    }
+
+    async fn catch_up_from_log(&mut self, after: u64) -> Result<(), End> {
         let events = self
             .ctx
             .log
-            .read(self.cursor, CATCHUP_CHUNK)
+            .read(after, CATCHUP_CHUNK)
             .await
             .map_err(|_| End::Close(close::INTERNAL_ERROR, "event log unavailable".into()))?;
-        let Some(first) = events.first() else {
-            // Nothing beyond the cursor in the log yet, and the ring is still settling.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            return Ok(());
-        };
-        if first.seq > self.cursor + 1 {
-            return Err(End::Close(close::RETENTION_EXHAUSTED, "retention-exhausted".into()));
+        match self.delivery.log_read(events.first().map(|e| e.seq)) {
+            LogRead::Events => {}
+            LogRead::Close(code, reason) => return Err(End::Close(code, reason)),
+            LogRead::Empty => {
+                let bounds = self.ctx.log.bounds().await.map_err(|_| {
+                    End::Close(close::INTERNAL_ERROR, "event log unavailable".into())
+                })?;
+                if let Some((code, reason)) = self.delivery.retained_from(bounds.first) {
+                    return Err(End::Close(code, reason));
+                }
+                // Nothing beyond the cursor in the log yet, and the ring is still settling.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Ok(());
+            }
         }
         let decoder = self.decoder.get_or_insert_with(Default::default);
         let mut frame = Vec::new();
         let mut sent = 0u64;
         for raw in &events {
-            self.cursor = raw.seq;
-            let Some(framed) = framed(decoder.decode(&raw.payload).as_ref()) else {
-                continue;
-            };
-            if !self.filter.matches(&raw.subject, framed.formation) {
-                continue;
+            let wanted = framed(decoder.decode(&raw.payload).as_ref())
+                .is_some_and(|f| self.filter.matches(&raw.subject, f.formation));
+            if self.delivery.offer(raw.seq, wanted) {
+                frame.clear();
+                write_frame(&mut frame, raw.seq, &raw.payload);
+                self.wr
+                    .write_frame(Frame::text(Payload::Borrowed(&frame)))
+                    .await
+                    .map_err(|_| End::Drop)?;
+                sent += 1;
             }
-            frame.clear();
-            write_frame(&mut frame, raw.seq, &raw.payload);
-            self.wr
-                .write_frame(Frame::text(Payload::Borrowed(&frame)))
-                .await
-                .map_err(|_| End::Drop)?;
-            self.delivered = raw.seq;
-            sent += 1;
         }
         self.finish_burst(sent).await
     }

@@ -11,6 +11,7 @@
 //! Events of one append are stored in the order given while the connection holds (one
 //! connection, publishes sent in order). An event published again after a timeout may land after
 //! a later event of the same append that was acknowledged.
+
 #![allow(clippy::disallowed_methods, reason = "deadlines for appends to JetStream")]
 
 use std::future::IntoFuture;

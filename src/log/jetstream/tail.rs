@@ -5,6 +5,7 @@
 //! which covers NATS restarts) it is dropped (and deleted on the server, best effort) and a new
 //! one starts at that seq + 1: nothing is skipped, and anything at or below it is dropped, so
 //! nothing is handed out twice. Boot replay and live ingest are the same consumer.
+
 #![allow(clippy::disallowed_methods, reason = "deadlines and idle detection for the JetStream tail")]
 
 use std::sync::Arc;
