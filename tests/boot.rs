@@ -22,8 +22,7 @@ use cellos_server::Config;
 use common::ws::{connect, frames, next, Got};
 use common::*;
 use nats::{settings, Nats};
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// Events in the log the server boots on.
@@ -326,20 +325,6 @@ async fn reads_during_boot_replay_are_503_or_final_on_jetstream() {
     boot_on(&dir, Some(&nats), &h).await;
 }
 
-/// `POST /v1/formations` of a small flat document named `name`.
-async fn post_formation(c: &Client, name: &str) -> Resp {
-    let doc = json!({"name": name, "coordinator": "c",
-        "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]});
-    c.send(
-        Method::POST,
-        "/v1/formations",
-        Auth::Token,
-        &[("content-type", "application/json")],
-        Some(serde_json::to_vec(&doc).unwrap()),
-    )
-    .await
-}
-
 /// Deletes the stream, so that the next server creates it; a missing stream is fine.
 async fn delete_stream(nats: &Nats) {
     let _ = nats.jetstream().await.delete_stream(STREAM_NAME).await;
@@ -358,7 +343,9 @@ async fn a_write_right_after_a_jetstream_start_is_applied() {
             delete_stream(&nats).await;
         }
         let s = Server::start(&dir, Some(&nats.url()), |_| {}).await;
-        let r = post_formation(&s, &format!("fresh-{i}")).await;
+        let r = s
+            .post_formation(&admission_request(&format!("fresh-{i}")))
+            .await;
         assert_eq!(r.status, 201, "start {i}: {}", r.text());
         s.shutdown().await;
     }
@@ -425,7 +412,7 @@ async fn writes_during_boot_wait_for_the_replay_within_their_timeout() {
 
     // A write that arrives during a replay it can outwait is simply answered.
     let s = Server::start(&dir, None, |_| {}).await;
-    let r = post_formation(&s, "after-restart").await;
+    let r = s.post_formation(&admission_request("after-restart")).await;
     assert_eq!(r.status, 201, "{}", r.text());
     s.shutdown().await;
 }

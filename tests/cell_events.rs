@@ -2,17 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use serde_json::{json, Value};
-
-fn lines(buf: &[u8]) -> Vec<Value> {
-    buf.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).expect("each line is one JSON event"))
-        .collect()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_and_follow() {
@@ -64,17 +55,8 @@ async fn tail_and_follow() {
     );
 
     // follow=true: the tail, then live events as they are applied.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut stream = http
-        .get(format!("{}/v1/cells/c1/events?follow=true&tail=2", s.base))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    assert_eq!(stream.headers()["content-type"], "application/x-ndjson");
-    let mut buf = Vec::new();
-    let head = read_lines(&mut stream, &mut buf, 2).await;
+    let mut stream = s.follow("/v1/cells/c1/events?follow=true&tail=2").await;
+    let head = stream.lines(2).await;
     assert_eq!(head[0]["id"], "pretty-1");
     assert_eq!(head[1]["type"], DESTROYED);
     s.ingest(&[
@@ -82,21 +64,9 @@ async fn tail_and_follow() {
         cloud_event("x.note", "sup", None, json!({"cellId": "c1", "n": 1})),
     ])
     .await;
-    let now = read_lines(&mut stream, &mut buf, 3).await;
+    let now = stream.lines(3).await;
     assert_eq!(now[2]["type"], "x.note");
     assert_eq!(now.len(), 3, "events of other cells are not streamed");
     drop(stream);
     s.shutdown().await;
-}
-
-async fn read_lines(stream: &mut reqwest::Response, buf: &mut Vec<u8>, n: usize) -> Vec<Value> {
-    while lines(buf).len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.chunk())
-            .await
-            .expect("a chunk in time")
-            .unwrap()
-            .expect("stream still open");
-        buf.extend_from_slice(&chunk);
-    }
-    lines(buf)
 }

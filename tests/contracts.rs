@@ -5,23 +5,24 @@
 //!
 //! All network traffic is on loopback, every request has a timeout and every loop is bounded.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+use common::ws::{self, Got};
+use common::{
+    files_under, json_body, manifest_dir, percent_decode, read_json, rel_path, Auth, Resp,
+    TestServer,
+};
 use jsonschema::Validator;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Base of every schema `$id`; resolved offline to `contracts/schemas/`.
 const SCHEMA_BASE: &str = "https://cellos.dev/schemas/";
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
-const TOKEN: &str = "tok";
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 const FORMATION_TYPE_PREFIX: &str = "dev.cellos.events.cell.formation.v1.";
 const PHASES: [&str; 7] = [
     "created",
@@ -54,54 +55,12 @@ const ROUTES: [(&str, &[&str]); 13] = [
 // ------------------------------------------------------------------------------------------------
 // Files and schemas
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn contracts_dir() -> PathBuf {
     manifest_dir().join("contracts")
 }
 
 fn schemas_dir() -> PathBuf {
     contracts_dir().join("schemas")
-}
-
-fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-/// Files under `dir` (recursively), sorted, skipping directories named in `skip`.
-fn files_under(dir: &Path, skip: &[&str]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("listing {}: {e}", d.display()));
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                if !skip.contains(&name) {
-                    stack.push(path);
-                }
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// `a/b.schema.json` style path of `path` relative to `base`, with `/` separators.
-fn rel_path(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).expect("path under base");
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Serves `https://cellos.dev/schemas/<path>` from `contracts/schemas/<path>` and refuses every
@@ -168,13 +127,6 @@ fn pointer<'v>(doc: &'v Value, ptr: &str) -> Option<&'v Value> {
     }
     let unescaped: String = percent_decode(ptr);
     doc.pointer(&unescaped)
-}
-
-/// URI-fragment pointers may percent-encode; ours only ever could encode `$` (`%24`).
-fn percent_decode(s: &str) -> String {
-    s.replace("%24", "$")
-        .replace("%7B", "{")
-        .replace("%7D", "}")
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -532,46 +484,8 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 // ------------------------------------------------------------------------------------------------
 // Live server
 
-struct Server {
-    running: Option<cellos_server::Running>,
-    addr: std::net::SocketAddr,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-struct Resp {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Bytes,
-}
-
+/// Assertions against the schemas on a response of the common harness.
 impl Resp {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Self {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected status; body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self
-    }
-
     /// Asserts `status` with an `application/json` body that validates, and returns it.
     #[track_caller]
     fn expect_json(&self, status: u16, v: &Validator, what: &str) -> Value {
@@ -587,84 +501,23 @@ impl Resp {
     }
 }
 
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = cellos_server::Config::for_tests(TOKEN, dir.path().to_path_buf());
-        let running = cellos_server::start(config).await.expect("server starts");
-        let addr = running.local_addr();
-        assert!(addr.ip().is_loopback(), "tests stay on loopback");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("http client");
-        let server = Server {
-            running: Some(running),
-            addr,
-            http,
-            _dir: dir,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    /// Polls `/readyz` (bounded), validating both kinds of answer.
-    async fn wait_ready(&self) {
-        let ready = validator("readiness.schema.json");
-        let problem = validator("problem.schema.json");
-        for _ in 0..200 {
-            let r = self.send(Method::GET, "/readyz", None, None).await;
-            if r.status == 200 {
-                r.expect_json(200, &ready, "/readyz");
-                return;
-            }
-            assert_eq!(r.status, 503, "/readyz answers 200 or 503");
-            assert_valid(&problem, &r.json(), "/readyz 503");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// A server on a fresh data directory, once ready: every `/readyz` answer while waiting
+/// (bounded) validates against its schema.
+async fn start_server() -> TestServer {
+    let srv = TestServer::start_in_unready(tempfile::tempdir().expect("tempdir")).await;
+    let ready = validator("readiness.schema.json");
+    let problem = validator("problem.schema.json");
+    for _ in 0..200 {
+        let r = srv.get_as("/readyz", Auth::None).await;
+        if r.status == 200 {
+            r.expect_json(200, &ready, "/readyz");
+            return srv;
         }
-        panic!("server never became ready");
+        assert_eq!(r.status, 503, "/readyz answers 200 or 503");
+        assert_valid(&problem, &r.json(), "/readyz 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> Resp {
-        let mut req = self
-            .http
-            .request(method, format!("http://{}{path}", self.addr));
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if let Some((content_type, bytes)) = body {
-            req = req.header("content-type", content_type).body(bytes);
-        }
-        let resp = req.send().await.expect("request");
-        Resp {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.bytes().await.expect("response body"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Resp {
-        self.send(Method::GET, path, Some(TOKEN), None).await
-    }
-
-    async fn post(&self, path: &str, content_type: &str, body: &Value) -> Resp {
-        let bytes = serde_json::to_vec(body).unwrap();
-        self.send(Method::POST, path, Some(TOKEN), Some((content_type, bytes)))
-            .await
-    }
-
-    async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            running.shutdown().await;
-        }
-    }
+    panic!("server never became ready");
 }
 
 /// The formation-event schema for a CloudEvent type, if it is one.
@@ -682,7 +535,7 @@ fn formation_schemas() -> BTreeMap<String, Validator> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_formations_and_their_events_match_the_contract() {
-    let srv = Server::start().await;
+    let srv = start_server().await;
     let document = validator("formation-v1.schema.json");
     let normalized = validator("formation-v1.schema.json#/$defs/normalized");
     let created = validator("formation-created-response.schema.json");
@@ -720,7 +573,7 @@ async fn live_formations_and_their_events_match_the_contract() {
     for doc in [&flat, &kube, &doomed] {
         assert_valid(&document, doc, "request document");
         let body = srv
-            .post("/v1/formations", "application/json", doc)
+            .post("/v1/formations", "application/json", json_body(doc))
             .await
             .expect_json(201, &created, "POST /v1/formations 201");
         ids.insert(
@@ -752,7 +605,7 @@ async fn live_formations_and_their_events_match_the_contract() {
         srv.post(
             &format!("/v1/formations/{id}/status"),
             "application/json",
-            body,
+            json_body(body),
         )
         .await
         .expect(204);
@@ -760,7 +613,8 @@ async fn live_formations_and_their_events_match_the_contract() {
     srv.send(
         Method::DELETE,
         "/v1/formations/by-name/contract-cancel",
-        Some(TOKEN),
+        Auth::Token,
+        &[],
         None,
     )
     .await
@@ -769,7 +623,8 @@ async fn live_formations_and_their_events_match_the_contract() {
     srv.send(
         Method::DELETE,
         &format!("/v1/formations/{}", ids["contract-cancel"]),
-        Some(TOKEN),
+        Auth::Token,
+        &[],
         None,
     )
     .await
@@ -779,7 +634,7 @@ async fn live_formations_and_their_events_match_the_contract() {
         .post(
             &format!("/v1/formations/{flat_id}/status"),
             "application/json",
-            &json!({"state": "RUNNING"}),
+            json_body(&json!({"state": "RUNNING"})),
         )
         .await;
     r.expect(409);
@@ -888,27 +743,14 @@ async fn live_formations_and_their_events_match_the_contract() {
     assert_eq!(events["cursor"].as_u64(), Some(last_seq));
 
     // The same events as WebSocket frames.
-    let mut req = format!("ws://{}/ws/events?since=0", srv.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let (mut ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("WebSocket connect in time")
-        .expect("WebSocket upgrade");
+    let mut ws = ws::connect(srv.addr, "?since=0").await;
     let mut frames = 0;
-    for _ in 0..10_000 {
-        if frames == items.len() {
-            break;
-        }
-        let msg = tokio::time::timeout(REQUEST_TIMEOUT, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("frame");
-        let Message::Text(text) = msg else { continue };
-        let f: Value = serde_json::from_str(text.as_str()).expect("frames are JSON");
+    while frames < items.len() {
+        let text = match ws::next(&mut ws).await {
+            Got::Frame(_, _, text) => text,
+            Got::Closed(c) => panic!("socket closed after {frames} frames: {c:?}"),
+        };
+        let f: Value = serde_json::from_str(&text).expect("frames are JSON");
         assert_valid(&frame, &f, "WebSocket frame");
         assert_eq!(f, items[frames], "frame {frames} equals the paged event");
         let ty = f["event"]["type"].as_str().unwrap();
@@ -917,12 +759,12 @@ async fn live_formations_and_their_events_match_the_contract() {
     }
     assert_eq!(frames, items.len());
     drop(ws);
-    srv.stop().await;
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_cells_match_the_contract() {
-    let srv = Server::start().await;
+    let srv = start_server().await;
     let batch_v = validator("cloudevent-batch.schema.json");
     let cloudevent = validator("cloudevent.schema.json");
     let receipt = validator("ingest-response.schema.json");
@@ -1006,7 +848,11 @@ async fn live_cells_match_the_contract() {
         );
     }
     let r = srv
-        .post("/v1/events", "application/cloudevents-batch+json", &batch)
+        .post(
+            "/v1/events",
+            "application/cloudevents-batch+json",
+            json_body(&batch),
+        )
         .await
         .expect_json(202, &receipt, "POST /v1/events (batch)");
     assert_eq!(r["seqs"].as_array().unwrap().len(), 4);
@@ -1021,7 +867,11 @@ async fn live_cells_match_the_contract() {
     );
     assert_valid(&cloudevent, &single, "structured event");
     let r = srv
-        .post("/v1/events", "application/cloudevents+json", &single)
+        .post(
+            "/v1/events",
+            "application/cloudevents+json",
+            json_body(&single),
+        )
         .await
         .expect_json(202, &receipt, "POST /v1/events (structured)");
     assert_eq!(r["seqs"].as_array().unwrap().len(), 1);
@@ -1086,7 +936,12 @@ async fn live_cells_match_the_contract() {
         .await
         .expect_json(200, &cell_events, "GET /v1/cells/{id}/events?tail=1");
     assert_eq!(last, json!([batch[2]]));
-    let lines = follow_lines(&srv, "/v1/cells/contract-a/events?follow=true&tail=2", 2).await;
+    let mut lines = srv
+        .follow("/v1/cells/contract-a/events?follow=true&tail=2")
+        .await
+        .lines(2)
+        .await;
+    lines.truncate(2);
     for (i, l) in lines.iter().enumerate() {
         assert_valid(&line, l, "NDJSON line");
         assert_valid(
@@ -1119,64 +974,30 @@ async fn live_cells_match_the_contract() {
         .await
         .expect_json(200, &page, "GET /v1/events past the end");
     assert_eq!(empty, json!({"events": [], "cursor": cursor}));
-    srv.stop().await;
-}
-
-/// Reads the first `n` lines of a streaming `application/x-ndjson` answer (bounded), then drops it.
-async fn follow_lines(srv: &Server, path: &str, n: usize) -> Vec<Value> {
-    let mut resp = srv
-        .http
-        .get(format!("http://{}{path}", srv.addr))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .expect("follow request");
-    assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(
-        resp.headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap_or("")),
-        Some("application/x-ndjson")
-    );
-    let mut buf = Vec::new();
-    for _ in 0..1000 {
-        if buf.iter().filter(|&&b| b == b'\n').count() >= n {
-            break;
-        }
-        let chunk = tokio::time::timeout(REQUEST_TIMEOUT, resp.chunk())
-            .await
-            .expect("a chunk in time")
-            .expect("stream readable")
-            .expect("stream still open");
-        buf.extend_from_slice(&chunk);
-    }
-    buf.split(|&b| b == b'\n')
-        .take(n)
-        .map(|l| serde_json::from_slice(l).expect("each NDJSON line is JSON"))
-        .collect()
+    srv.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_problems_and_meta_routes_match_the_contract() {
-    let srv = Server::start().await;
+    let srv = start_server().await;
     let problem = validator("problem.schema.json");
 
     // One live formation, for 409s.
     let dup = json!({"name": "contract-dup", "coordinator": "c", "members": [{"id": "c"}]});
     let body = srv
-        .post("/v1/formations", "application/json", &dup)
+        .post("/v1/formations", "application/json", json_body(&dup))
         .await
         .json();
     let dup_id = body["id"].as_str().expect("created").to_owned();
     srv.post(
         &format!("/v1/formations/{dup_id}/status"),
         "application/json",
-        &json!({"state": "COMPLETED"}),
+        json_body(&json!({"state": "COMPLETED"})),
     )
     .await
     .expect(204);
     let live = json!({"name": "contract-live", "coordinator": "c", "members": [{"id": "c"}]});
-    srv.post("/v1/formations", "application/json", &live)
+    srv.post("/v1/formations", "application/json", json_body(&live))
         .await
         .expect(201);
 
@@ -1232,7 +1053,9 @@ async fn live_problems_and_meta_routes_match_the_contract() {
     ];
     let document = validator("formation-v1.schema.json");
     for (doc, status, ty) in &formation_cases {
-        let r = srv.post("/v1/formations", "application/json", doc).await;
+        let r = srv
+            .post("/v1/formations", "application/json", json_body(doc))
+            .await;
         check_problem(
             &problem,
             &r,
@@ -1256,112 +1079,124 @@ async fn live_problems_and_meta_routes_match_the_contract() {
     let big_batch = serde_json::to_vec(&vec![event; 1001]).unwrap();
     let (json_ct, batch_ct) = ("application/json", "application/cloudevents-batch+json");
     let cases: Vec<Case> = vec![
-        call(Method::GET, "/v1/formations", None, 401, UNAUTHORIZED),
+        call(Method::GET, "/v1/formations", Auth::None, 401, UNAUTHORIZED),
         call(
             Method::GET,
             "/v1/formations",
-            Some("wrong"),
+            Auth::Raw(b"Bearer wrong"),
             401,
             UNAUTHORIZED,
         ),
-        call(Method::GET, "/v1/version", None, 401, UNAUTHORIZED),
-        call(Method::GET, "/metrics", None, 401, UNAUTHORIZED),
+        call(Method::GET, "/v1/version", Auth::None, 401, UNAUTHORIZED),
+        call(Method::GET, "/metrics", Auth::None, 401, UNAUTHORIZED),
         call(
             Method::GET,
             "/v1/formations/0b7e9d2c-4a61-4f3e-8c5d-2e9f1a7b3c40",
-            Some(TOKEN),
+            Auth::Token,
             404,
             NOT_FOUND,
         ),
         call(
             Method::GET,
             "/v1/formations/by-name/nobody",
-            Some(TOKEN),
+            Auth::Token,
             404,
             NOT_FOUND,
         ),
         call(
             Method::DELETE,
             "/v1/formations/nobody",
-            Some(TOKEN),
+            Auth::Token,
             404,
             NOT_FOUND,
         ),
-        call(Method::GET, "/v1/cells/nope", Some(TOKEN), 404, NOT_FOUND),
+        call(Method::GET, "/v1/cells/nope", Auth::Token, 404, NOT_FOUND),
         call(
             Method::GET,
             "/v1/cells/nope/events",
-            Some(TOKEN),
+            Auth::Token,
             404,
             NOT_FOUND,
         ),
         call(
             Method::GET,
             "/v1/cells/x/events?follow=yes",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
-        call(Method::GET, "/no/such/route", None, 404, NOT_FOUND),
-        call(Method::GET, "/v1/formations/", Some(TOKEN), 404, NOT_FOUND),
-        call(Method::PATCH, "/v1/formations", None, 405, NOT_ALLOWED),
-        call(Method::POST, "/v1/version", Some(TOKEN), 405, NOT_ALLOWED),
-        call(Method::DELETE, "/ws/events", None, 405, NOT_ALLOWED),
+        call(Method::GET, "/no/such/route", Auth::None, 404, NOT_FOUND),
+        call(Method::GET, "/v1/formations/", Auth::Token, 404, NOT_FOUND),
         call(
-            Method::PUT,
-            "/v1/formations/x/status",
-            None,
+            Method::PATCH,
+            "/v1/formations",
+            Auth::None,
             405,
             NOT_ALLOWED,
         ),
-        call(Method::POST, "/v1/cells/x/events", None, 405, NOT_ALLOWED),
+        call(Method::POST, "/v1/version", Auth::Token, 405, NOT_ALLOWED),
+        call(Method::DELETE, "/ws/events", Auth::None, 405, NOT_ALLOWED),
+        call(
+            Method::PUT,
+            "/v1/formations/x/status",
+            Auth::None,
+            405,
+            NOT_ALLOWED,
+        ),
+        call(
+            Method::POST,
+            "/v1/cells/x/events",
+            Auth::None,
+            405,
+            NOT_ALLOWED,
+        ),
         call(
             Method::GET,
             "/v1/cells?cursor=abc",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
         call(
             Method::GET,
             "/v1/cells?limit=x",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
         call(
             Method::GET,
             "/v1/cells?state=bogus",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
         call(
             Method::GET,
             "/v1/events?since=abc",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
-        call(Method::GET, "/ws/events", Some(TOKEN), 400, BAD_REQUEST),
+        call(Method::GET, "/ws/events", Auth::Token, 400, BAD_REQUEST),
         call(
             Method::GET,
             "/ws/events?since=x",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
         call(
             Method::GET,
             "/ws/events?subject=foo.bar",
-            Some(TOKEN),
+            Auth::Token,
             400,
             BAD_REQUEST,
         ),
         call(
             Method::GET,
             "/ws/events?formation=nobody",
-            Some(TOKEN),
+            Auth::Token,
             404,
             NOT_FOUND,
         ),
@@ -1394,9 +1229,13 @@ async fn live_problems_and_meta_routes_match_the_contract() {
         post("/v1/events", batch_ct, &bad_batch, 400, BAD_REQUEST),
         post("/v1/events", batch_ct, &big_batch, 413, TOO_LARGE),
     ];
-    for (method, path, token, body, status, ty) in cases {
+    for (method, path, auth, body, status, ty) in cases {
         let what = format!("{method} {path}");
-        let r = srv.send(method, &path, token, body).await;
+        let (headers, body) = match body {
+            Some((content_type, bytes)) => (vec![("content-type", content_type)], Some(bytes)),
+            None => (Vec::new(), None),
+        };
+        let r = srv.send(method, &path, auth, &headers, body).await;
         check_problem(&problem, &r, status, ty, &what);
         if status == 405 {
             assert!(r.header("allow").is_some(), "{what}: 405 carries Allow");
@@ -1410,18 +1249,22 @@ async fn live_problems_and_meta_routes_match_the_contract() {
         "GET /v1/version",
     );
     assert_eq!(version["server"]["version"], env!("CARGO_PKG_VERSION"));
-    srv.send(Method::GET, "/healthz", None, None)
-        .await
-        .expect_json(200, &validator("health.schema.json"), "GET /healthz");
-    srv.send(Method::GET, "/readyz", None, None)
-        .await
-        .expect_json(200, &validator("readiness.schema.json"), "GET /readyz");
+    srv.get_as("/healthz", Auth::None).await.expect_json(
+        200,
+        &validator("health.schema.json"),
+        "GET /healthz",
+    );
+    srv.get_as("/readyz", Auth::None).await.expect_json(
+        200,
+        &validator("readiness.schema.json"),
+        "GET /readyz",
+    );
     let metrics = srv.get("/metrics").await;
     metrics.expect(200);
     assert!(metrics
         .header("content-type")
         .is_some_and(|ct| ct.starts_with("text/plain")));
-    srv.stop().await;
+    srv.shutdown().await;
 }
 
 const UNAUTHORIZED: &str = "/problems/unauthorized";
@@ -1433,14 +1276,8 @@ const TOO_LARGE: &str = "/problems/payload-too-large";
 const MEDIA_TYPE: &str = "/problems/unsupported-media-type";
 
 /// A bodiless request and the problem it must get.
-fn call(
-    method: Method,
-    path: &str,
-    token: Option<&'static str>,
-    status: u16,
-    ty: &'static str,
-) -> Case {
-    (method, path.to_owned(), token, None, status, ty)
+fn call(method: Method, path: &str, auth: Auth<'static>, status: u16, ty: &'static str) -> Case {
+    (method, path.to_owned(), auth, None, status, ty)
 }
 
 /// An authenticated POST and the problem it must get.
@@ -1452,14 +1289,14 @@ fn post(
     ty: &'static str,
 ) -> Case {
     let body = Some((content_type, body.to_vec()));
-    (Method::POST, path.to_owned(), Some(TOKEN), body, status, ty)
+    (Method::POST, path.to_owned(), Auth::Token, body, status, ty)
 }
 
-/// A request and the problem it must get: method, path, token, body, status, `type`.
+/// A request and the problem it must get: method, path, authorization, body, status, `type`.
 type Case = (
     Method,
     String,
-    Option<&'static str>,
+    Auth<'static>,
     Option<(&'static str, Vec<u8>)>,
     u16,
     &'static str,

@@ -35,15 +35,9 @@ fn flat(name: &str) -> Value {
     json!({"name": name, "coordinator": "c", "members": [{"id": "c"}, {"id": "w", "authorizedBy": "c"}]})
 }
 
+/// `POST /v1/formations` of these exact bytes.
 async fn post(s: &Client, body: impl Into<Vec<u8>>) -> Resp {
-    s.send(
-        Method::POST,
-        "/v1/formations",
-        Auth::Token,
-        &[("content-type", "application/json")],
-        Some(body.into()),
-    )
-    .await
+    s.post("/v1/formations", "application/json", body).await
 }
 
 async fn create(s: &Client, doc: &Value) -> String {

@@ -266,30 +266,20 @@ async fn websocket_garbage_is_a_protocol_close() {
     let addr = s.addr;
     let got = tokio::task::spawn_blocking(move || {
         let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.write_all(
-            format!(
-                "GET /ws/events HTTP/1.1\r\nhost: x\r\n{}connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-                auth_line()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        tcp.write_all(ws::raw_upgrade("", "x", &auth_line()).as_bytes())
+            .unwrap();
         // Random bytes where frames belong (reserved bits set).
-        tcp.write_all(&[0xff, 0xff, 0x12, 0x34, 0x56, 0x78, 0x9a]).unwrap();
+        tcp.write_all(&[0xff, 0xff, 0x12, 0x34, 0x56, 0x78, 0x9a])
+            .unwrap();
         read_to_close(&mut tcp)
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let frame = &got[head_end..];
-    assert_eq!(
-        frame.first(),
-        Some(&0x88),
-        "a close frame follows: {frame:?}"
-    );
-    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1002);
+    let (head, frames) = ws::raw_frames(&got);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (first, payload) = frames.first().expect("a frame follows the upgrade");
+    assert_eq!(*first, 0x88, "a close frame follows: {frames:?}");
+    assert_eq!(ws::close_code(payload), Some(1002));
     still_serving(&s, 0).await;
     s.shutdown().await;
 }

@@ -542,10 +542,7 @@ async fn websocket_upgrades_are_authenticated_first() {
         ("authorization: Bearer nope\r\n", "invalid token"),
     ] {
         for query in ["", "?since=abc", "?subject=not.valid"] {
-            let req = format!(
-                "GET /ws/events{query} HTTP/1.1\r\nhost: {}\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n",
-                s.addr
-            );
+            let req = ws::raw_upgrade(query, &s.addr.to_string(), auth);
             let addr = s.addr;
             let (status, head, body) =
                 tokio::task::spawn_blocking(move || raw_http(addr, req.as_bytes()))

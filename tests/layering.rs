@@ -2,24 +2,22 @@
 //! `ws` and `app`; `ws` may use `app`; `app`, `ws`, `problem` and `form` never use `http`, and
 //! `app` never uses `ws`. A cycle would come back with one `use`, so this reads the sources.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use common::{files_under, manifest_dir};
 
 /// Every `.rs` file at `path` (a file, or a directory searched recursively).
 fn sources(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {
         return vec![path.to_path_buf()];
     }
-    let mut out = Vec::new();
-    for entry in fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
-        let p = entry.expect("a directory entry").path();
-        if p.is_dir() {
-            out.extend(sources(&p));
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
-    out
+    files_under(path, &[])
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect()
 }
 
 /// Code lines of `file` (not comments) naming `crate::<module>`, also inside `crate::{...}`.
@@ -39,7 +37,7 @@ fn uses_of(file: &Path, module: &str) -> Vec<String> {
 }
 
 fn assert_no_uses(paths: &[&str], module: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = manifest_dir().join("src");
     let mut found = Vec::new();
     for p in paths {
         let path = root.join(p);
@@ -75,6 +73,6 @@ fn app_does_not_use_ws() {
 #[test]
 fn the_check_sees_a_use() {
     // The http edge does hand over to ws: if this finds nothing, the check is blind.
-    let routes = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/routes.rs");
+    let routes = manifest_dir().join("src/http/routes.rs");
     assert!(!uses_of(&routes, "ws").is_empty());
 }

@@ -9,7 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::ws::{connect, frames, next, try_connect, Got, Ws, WAIT};
+use common::ws::{
+    close_code, connect, frames, next, raw_frames, raw_upgrade, refused_status, try_connect, Got,
+    Ws, WAIT,
+};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -164,20 +167,16 @@ async fn subject_and_formation_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_before_the_upgrade() {
     let s = TestServer::start().await;
-    let status = |e: tokio_tungstenite::tungstenite::Error| match e {
-        tokio_tungstenite::tungstenite::Error::Http(r) => r.status().as_u16(),
-        other => panic!("{other}"),
-    };
     assert_eq!(
-        status(try_connect(s.addr, "", None).await.unwrap_err()),
+        refused_status(try_connect(s.addr, "", None).await.unwrap_err()),
         401
     );
     assert_eq!(
-        status(try_connect(s.addr, "", Some("nope")).await.unwrap_err()),
+        refused_status(try_connect(s.addr, "", Some("nope")).await.unwrap_err()),
         401
     );
     assert_eq!(
-        status(
+        refused_status(
             try_connect(s.addr, "?since=abc", Some(TOKEN))
                 .await
                 .unwrap_err()
@@ -191,10 +190,10 @@ async fn refusals_before_the_upgrade() {
         "cellos.events",
     ] {
         let e = try_connect(s.addr, &format!("?subject={bad}"), Some(TOKEN)).await;
-        assert_eq!(status(e.unwrap_err()), 400, "{bad}");
+        assert_eq!(refused_status(e.unwrap_err()), 400, "{bad}");
     }
     assert_eq!(
-        status(
+        refused_status(
             try_connect(s.addr, "?formation=nobody", Some(TOKEN))
                 .await
                 .unwrap_err()
@@ -500,25 +499,21 @@ async fn pings_and_the_pong_deadline() {
         use std::io::{Read, Write};
         let mut tcp = std::net::TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        tcp.write_all(format!("GET /ws/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes()).unwrap();
+        let auth = format!("authorization: Bearer {TOKEN}\r\n");
+        tcp.write_all(raw_upgrade("", "x", &auth).as_bytes())
+            .unwrap();
         let mut buf = Vec::new();
         let _ = tcp.read_to_end(&mut buf);
         buf
     })
     .await
     .unwrap();
-    let head_end = frames.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let mut rest = &frames[head_end..];
-    let mut opcodes = Vec::new();
-    let mut close_code = None;
-    while rest.len() >= 2 {
-        let (op, len) = (rest[0] & 0x0f, (rest[1] & 0x7f) as usize);
-        if op == 0x8 && len >= 2 {
-            close_code = Some(u16::from_be_bytes([rest[2], rest[3]]));
-        }
-        opcodes.push(op);
-        rest = &rest[(2 + len).min(rest.len())..];
-    }
+    let (_, frames) = raw_frames(&frames);
+    let opcodes: Vec<u8> = frames.iter().map(|f| f.0 & 0x0f).collect();
+    let close_code = frames
+        .iter()
+        .find(|f| f.0 & 0x0f == 0x8)
+        .and_then(|f| close_code(&f.1));
     assert!(
         opcodes.iter().filter(|&&o| o == 0x9).count() >= 2,
         "pings were sent: {opcodes:?}"

@@ -8,6 +8,7 @@
 )]
 #![allow(dead_code)]
 
+pub(crate) mod log_contract;
 pub(crate) mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -443,6 +444,47 @@ impl Client {
         out
     }
 
+    /// An authenticated POST of `body` with this content type.
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Resp {
+        self.send(
+            Method::POST,
+            path,
+            Auth::Token,
+            &[("content-type", content_type)],
+            Some(body.into()),
+        )
+        .await
+    }
+
+    /// An authenticated GET of a streaming `application/x-ndjson` answer (asserted: 200 and that
+    /// content type), to read line by line.
+    pub(crate) async fn follow(&self, path: &str) -> Follow {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+        assert_eq!(
+            resp.headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("application/x-ndjson"),
+            "GET {path}"
+        );
+        Follow {
+            resp,
+            buf: Vec::new(),
+        }
+    }
+
     /// Polls `/readyz` until 200; fails loudly after [`READY_TIMEOUT`].
     pub(crate) async fn wait_ready(&self) {
         self.wait_ready_within(READY_TIMEOUT).await
@@ -474,6 +516,48 @@ impl Client {
         }
         panic!("server at {} not ready within {limit:?}: {last}", self.addr);
     }
+}
+
+/// A streaming NDJSON answer ([`Client::follow`]); dropping it ends the request.
+pub(crate) struct Follow {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Follow {
+    /// Every complete line received so far, as JSON, once at least `n` arrived. Each chunk must
+    /// come within [`REQUEST_TIMEOUT`], and at most 1000 chunks are read.
+    pub(crate) async fn lines(&mut self, n: usize) -> Vec<Value> {
+        for _ in 0..1000 {
+            let complete = self.buf.iter().filter(|&&b| b == b'\n').count();
+            if complete >= n {
+                break;
+            }
+            let chunk = tokio::time::timeout(REQUEST_TIMEOUT, self.resp.chunk())
+                .await
+                .expect("a chunk in time")
+                .expect("stream readable")
+                .expect("stream still open");
+            self.buf.extend_from_slice(&chunk);
+        }
+        let end = self
+            .buf
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let lines: Vec<Value> = self.buf[..end]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("each NDJSON line is JSON"))
+            .collect();
+        assert!(lines.len() >= n, "fewer than {n} lines: {lines:?}");
+        lines
+    }
+}
+
+/// The bytes of a JSON value, as a request body.
+pub(crate) fn json_body(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).expect("a JSON value serializes")
 }
 
 /// The `seqs` of a 202 answer.
@@ -721,6 +805,53 @@ fn spawn_blocking(
             return (child, addr, output);
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Files of this crate
+
+/// The crate's root directory.
+pub(crate) fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A JSON file, parsed; panics naming the file when it cannot be read or parsed.
+pub(crate) fn read_json(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Files under `dir` (recursively), sorted, skipping directories named in `skip`.
+pub(crate) fn files_under(dir: &Path, skip: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("listing {}: {e}", d.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !skip.contains(&name) {
+                    stack.push(path);
+                }
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `a/b.schema.json` style path of `path` relative to `base`, with `/` separators.
+pub(crate) fn rel_path(base: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(base).expect("path under base");
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -976,4 +1107,30 @@ pub(crate) fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// Decodes `%XX` escapes (the inverse of [`enc`]); anything else, including a `%` not followed by
+/// two hex digits, is kept as it is.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("a percent-decoded string is UTF-8")
 }

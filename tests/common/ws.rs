@@ -1,4 +1,6 @@
-//! One WebSocket client for the tests: connect with the bearer token, read frames, see closes.
+//! One WebSocket client for the tests: connect with the bearer token, read frames, see closes;
+//! and, for tests that must speak what a client library will not (garbage frames, never
+//! answering pings, exact refusal bytes), the raw upgrade request and a parser of raw frames.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -81,4 +83,48 @@ pub(crate) async fn frames(ws: &mut Ws, n: usize) -> Vec<(u64, Value)> {
         }
     }
     out
+}
+
+/// The HTTP status of an upgrade the server refused (from [`try_connect`]'s error).
+pub(crate) fn refused_status(e: tokio_tungstenite::tungstenite::Error) -> u16 {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(r) => r.status().as_u16(),
+        other => panic!("not an HTTP refusal: {other}"),
+    }
+}
+
+/// The raw request upgrading `/ws/events<query>`, for a socket written by hand. `headers` are
+/// extra header lines, each ending in `\r\n` (an `authorization` line, or none).
+pub(crate) fn raw_upgrade(query: &str, host: &str, headers: &str) -> String {
+    format!(
+        "GET /ws/events{query} HTTP/1.1\r\nhost: {host}\r\n{headers}connection: upgrade\r\n\
+         upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// Splits what a server wrote on a raw upgraded socket into its response head and its frames:
+/// (first byte, payload) each. Server frames are unmasked; the frames these tests read (pings,
+/// closes) have payloads under 126 bytes.
+pub(crate) fn raw_frames(got: &[u8]) -> (String, Vec<(u8, Vec<u8>)>) {
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(got)))
+        + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let mut rest = &got[head_end..];
+    let mut frames = Vec::new();
+    while rest.len() >= 2 {
+        let len = (rest[1] & 0x7f) as usize;
+        let end = (2 + len).min(rest.len());
+        frames.push((rest[0], rest[2..end].to_vec()));
+        rest = &rest[end..];
+    }
+    (head, frames)
+}
+
+/// The code of a close frame's payload, if it carries one.
+pub(crate) fn close_code(payload: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]))
 }

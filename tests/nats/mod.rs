@@ -37,11 +37,23 @@ fn find_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A loopback port that is free now, below the kernel's ephemeral range (32768 and up here):
+/// nats-server binds it a moment later, and a port the kernel hands out for `:0` listeners and
+/// outgoing connections (which other tests running at the same time make by the hundred) could
+/// be taken again in between. Here only another explicit pick can collide, one in 22,000.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a free loopback port")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    const FIRST: u16 = 10_000;
+    const PORTS: u64 = 32_768 - FIRST as u64;
+    let state = RandomState::new();
+    for attempt in 0u64.. {
+        let port = FIRST + (state.hash_one(attempt) % PORTS) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(attempt < 10_000, "no free loopback port below 32768");
+    }
+    unreachable!("the loop returns or fails")
 }
 
 /// How test clients connect to a server (credentials, TLS).
