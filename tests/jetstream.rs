@@ -763,3 +763,41 @@ async fn an_idle_tail_outlives_several_heartbeat_intervals() {
     let live = tail.next(100).await.unwrap();
     assert_eq!(live.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
 }
+
+/// Payloads a supervisor published that are not JSON objects: each advances the cursor; one that
+/// is not JSON gets no frame and is in no events page, a JSON value that is not an object is
+/// served verbatim; the events after them are projected and delivered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_that_are_not_json_objects_advance_the_cursor_and_break_nothing() {
+    let nats = nats_or_skip!();
+    let js = nats.jetstream().await;
+    js.create_stream(stream_config(&StreamSettings::default()))
+        .await
+        .unwrap();
+    for (id, payload) in [("not-json", &b"{\"id\": oops"[..]), ("array", b"[1,2]")] {
+        let msg = PublishMessage::build()
+            .payload(payload.to_vec().into())
+            .message_id(id);
+        let ack = js
+            .send_publish("cellos.events.cells.x.started".to_owned(), msg)
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+        assert!(!ack.duplicate);
+    }
+    let c1 = started("c1", "spec", None, &ts(1));
+    assert_eq!(publish_started(&js, "c1").await, 3);
+    let s = Js::start(&nats).await;
+    wait_until!("the cursor passes all three", s.cursor().await == 3);
+    assert_eq!(s.readyz_status().await, 200);
+    assert_eq!(s.get_json("/v1/cells/c1").await["state"], "running");
+    let events = s.all_events().await;
+    assert_eq!(seqs_of_events(&events), [2, 3]);
+    assert_eq!(events[0].1, json!([1, 2]));
+    assert_eq!(events[1].1["data"]["cellId"], c1["data"]["cellId"]);
+    let mut sock = ws::connect(s.addr, "?since=0").await;
+    let frames = ws::frames(&mut sock, 2).await;
+    assert_eq!(seqs_of_events(&frames), [2, 3]);
+    s.shutdown().await;
+}
