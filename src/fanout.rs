@@ -168,6 +168,19 @@ impl Ring {
         self.held_bytes.load(Ordering::Relaxed)
     }
 
+    /// Where a subscriber that wants only what comes next starts: after the seq of the newest
+    /// published frame, at the next index. Should a round larger than the byte bound have
+    /// evicted that frame already, after the newest seq pushed: it starts a little later, still
+    /// without a gap.
+    pub fn live_start(&self) -> (u64, u64) {
+        let published = self.published();
+        let seq = published
+            .checked_sub(1)
+            .and_then(|i| self.get(i))
+            .map_or_else(|| self.last_seq().max(self.floor()), |f| f.seq);
+        (seq, published)
+    }
+
     /// The ring index of the first frame with a seq above `seq`, if the ring provably holds every
     /// frame after `seq` (none was evicted between `seq` and the oldest frame kept).
     pub fn position_after(&self, seq: u64) -> Option<u64> {

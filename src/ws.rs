@@ -11,7 +11,6 @@ cfg_server! {
     mod upgrade;
     pub mod writer;
 
-    pub use close::{LAGGED as CLOSE_LAGGED, RETENTION_EXHAUSTED as CLOSE_RETENTION};
     pub use session::Filter;
     pub use upgrade::{upgrade, MAX_INBOUND_BYTES};
 }

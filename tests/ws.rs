@@ -463,8 +463,8 @@ fn asyncapi_documents_the_query_and_close_codes() {
     }
     let codes = &doc["x-close-codes"];
     for code in [
-        cellos_server::ws::CLOSE_LAGGED,
-        cellos_server::ws::CLOSE_RETENTION,
+        cellos_server::ws::close::LAGGED,
+        cellos_server::ws::close::RETENTION_EXHAUSTED,
         1001,
         1008,
         1009,

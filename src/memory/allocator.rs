@@ -5,7 +5,7 @@
 //! block at hand. Otherwise it allocates `size + align - 1`, a class up; and since an aligned
 //! request never creates a page of the exact class, in a Rust program that is every time for a
 //! size whose class is not a power of two: a 160-byte leaf of cell records took 192 bytes, a
-//! 112-byte leaf of identities 128 (mimalloc issue 889). At 10^6 cells that was 11 MiB of the
+//! 112-byte leaf of identities 128. At 10^6 cells that was 11 MiB of the
 //! state's 197 (BENCHMARKS.md, "Memory after replay").
 //!
 //! `mi_malloc`, like C's `malloc`, aligns a block of 16 bytes or more to 16 and a smaller one to

@@ -87,7 +87,7 @@ struct Session {
     ctx: Arc<Ctx>,
     filter: Filter,
     wr: Writer,
-    /// What to send next (set by `serve` before the first step).
+    /// What to send next.
     delivery: Delivery,
     decoder: Option<Box<Decoder>>,
 }
@@ -127,19 +127,24 @@ pub(super) async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filt
     ws.set_max_message_size(MAX_INBOUND_BYTES);
     let (rd, wr) = ws.split(tokio::io::split);
     ctx.metrics.ws_connections.increment(1.0);
-    let mut session = Session {
-        ctx: ctx.clone(),
-        filter,
-        wr,
-        delivery: Delivery::resume(0, 0),
-        decoder: None,
+    let (end, mut wr) = match start(&ctx, since).await {
+        Ok(delivery) => {
+            let mut session = Session {
+                ctx: ctx.clone(),
+                filter,
+                wr,
+                delivery,
+                decoder: None,
+            };
+            let end = session.serve(rd).await;
+            (end, session.wr)
+        }
+        Err(end) => (end, wr),
     };
-    let end = session.serve(rd, since).await;
     if let End::Close(code, reason) = end {
         if code == close::LAGGED {
             ctx.metrics.ws_lagged.increment(1);
         }
-        let wr = &mut session.wr;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             wr.write_frame(Frame::close(code, reason.as_bytes()))
                 .await?;
@@ -148,6 +153,32 @@ pub(super) async fn run(ctx: Arc<Ctx>, fut: UpgradeFut, since: Option<u64>, filt
         .await;
     }
     ctx.metrics.ws_connections.decrement(1.0);
+}
+
+/// Where the session starts: after `since`, refused if the log no longer continues from there,
+/// or else live from the ring's head.
+async fn start(ctx: &Ctx, since: Option<u64>) -> Result<Delivery, End> {
+    let unavailable = |_| End::Close(close::INTERNAL_ERROR, "event log unavailable".into());
+    let ring = &ctx.ring;
+    // Live only during the boot replay: the ring's head is somewhere in the history being
+    // replayed, so "live" starts after the log's end as it is now, caught up from the log.
+    let since = match since {
+        None if !ctx.reader.peek(|s| s.replayed) => {
+            Some(ctx.log.bounds().await.map_err(unavailable)?.last)
+        }
+        since => since,
+    };
+    let max_backlog = (ctx.config.ws_max_backlog as u64).min(ring.capacity() / 2);
+    let Some(since) = since else {
+        let (seq, next) = ring.live_start();
+        return Ok(Delivery::live(seq, next, max_backlog));
+    };
+    let delivery = Delivery::resume(since, max_backlog);
+    let bounds = ctx.log.bounds().await.map_err(unavailable)?;
+    match delivery.retained_from(bounds.first) {
+        Some((code, reason)) => Err(End::Close(code, reason)),
+        None => Ok(delivery),
+    }
 }
 
 /// Runs a delivery step, ending the session if the peer stops reading.
@@ -160,42 +191,8 @@ async fn stalls(step: impl std::future::Future<Output = Result<(), End>>) -> Opt
 }
 
 impl Session {
-    async fn serve(&mut self, rd: Reader, since: Option<u64>) -> End {
-        let ring = self.ctx.ring.clone();
-        let mut heads = ring.subscribe();
-        // Live only during the boot replay: the ring's head is somewhere in the history being
-        // replayed, so "live" starts after the log's end as it is now, caught up from the log.
-        let since = match since {
-            None if !self.ctx.reader.peek(|s| s.replayed) => match self.ctx.log.bounds().await {
-                Ok(b) => Some(b.last),
-                Err(_) => return End::Close(close::INTERNAL_ERROR, "event log unavailable".into()),
-            },
-            since => since,
-        };
-        let max_backlog = (self.ctx.config.ws_max_backlog as u64).min(ring.capacity() / 2);
-        match since {
-            Some(since) => {
-                self.delivery = Delivery::resume(since, max_backlog);
-                match self.ctx.log.bounds().await {
-                    Ok(b) if since.saturating_add(1) < b.first => {
-                        return End::Close(close::RETENTION_EXHAUSTED, "retention-exhausted".into())
-                    }
-                    Ok(_) => {}
-                    Err(_) => return End::Close(close::INTERNAL_ERROR, "event log unavailable".into()),
-                }
-            }
-            None => {
-                // Live only: start after the newest published frame. Should a round larger
-                // than the ring's byte bound have evicted it already, after the newest pushed
-                // one: the session starts a little later, still without a gap.
-                let published = ring.published();
-                let seq = published
-                    .checked_sub(1)
-                    .and_then(|i| ring.get(i))
-                    .map_or_else(|| ring.last_seq().max(ring.floor()), |f| f.seq);
-                self.delivery = Delivery::live(seq, published, max_backlog);
-            }
-        }
+    async fn serve(&mut self, rd: Reader) -> End {
+        let mut heads = self.ctx.ring.subscribe();
         let mut inbound = Box::pin(next_inbound(rd));
         let start = Instant::now();
         let (ping_every, pong_timeout) = (
@@ -359,19 +356,16 @@ impl Session {
                 return Ok(());
             }
         }
-        let decoder = self.decoder.get_or_insert_with(Default::default);
         let mut frame = Vec::new();
         let mut sent = 0u64;
         for raw in &events {
+            let decoder = self.decoder.get_or_insert_with(Default::default);
             let wanted = framed(decoder.decode(&raw.payload).as_ref())
                 .is_some_and(|f| self.filter.matches(&raw.subject, f.formation));
             if self.delivery.offer(raw.seq, wanted) {
                 frame.clear();
                 write_frame(&mut frame, raw.seq, &raw.payload);
-                self.wr
-                    .write_frame(Frame::text(Payload::Borrowed(&frame)))
-                    .await
-                    .map_err(|_| End::Drop)?;
+                self.write(&frame).await?;
                 sent += 1;
             }
         }

@@ -78,12 +78,7 @@ async fn filter(ctx: &Ctx, q: &WsQuery) -> Result<Filter, ApiError> {
             Ident::Id(id) => Some(id),
             Ident::Name(name) => Some({
                 ctx.until_replayed(ctx.config.replay_read_wait).await?;
-                ctx.reader
-                    .load()
-                    .state
-                    .formation_by_name(name)
-                    .map(|f| f.id)
-                    .ok_or_else(|| ApiError::not_found(format!("formation '{name}' not found")))?
+                Ident::Name(name).resolve(&ctx.reader.load().state)?.id
             }),
         },
     };

@@ -165,21 +165,15 @@ proptest! {
             Some(since) => Delivery::resume(since, max_backlog),
             None => {
                 push(initial, &mut pushed);
-                // As the session starts live: after the newest published frame.
-                let published = ring.published();
-                let seq = published
-                    .checked_sub(1)
-                    .and_then(|i| ring.get(i))
-                    .map_or_else(|| ring.last_seq().max(ring.floor()), |f| f.seq);
-                Delivery::live(seq, published, max_backlog)
+                let (seq, next) = ring.live_start();
+                Delivery::live(seq, next, max_backlog)
             }
         };
         let start = d.cursor();
         let mut sent = Vec::new();
         // As the session checks before its first step: a resume point the log no longer
         // continues from is refused at once.
-        let mut closed = (since.is_some() && start + 1 < log_first)
-            .then(|| (close::RETENTION_EXHAUSTED, "retention-exhausted".to_string()));
+        let mut closed = since.and_then(|_| d.retained_from(log_first));
         for op in ops.iter().cloned().chain(std::iter::repeat_n(Op::Step, 200)) {
             if closed.is_some() {
                 break;
